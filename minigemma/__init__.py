@@ -1,0 +1,44 @@
+"""minigemma: the Gemma model families in readable NumPy.
+
+Gemma 1, Gemma 2, Gemma 3 (text) and RecurrentGemma, written so that each component reads like
+its paper, with the kernel-worthy operations behind one backend interface (NumPy reference,
+Numba CPU, CuPy GPU).
+
+Notation used in every shape comment of the package:
+
+    B batch        T query length     S key length (cache slots)
+    D model width  N query heads      K key/value heads   G = N / K query heads per kv head
+    H head dim     F MLP width (per branch of the gated MLP)
+    L recurrent width                 V vocabulary rows
+
+Public entry points::
+
+    import minigemma
+    model = minigemma.load("path/to/converted", backend="numpy")
+    model.logits(ids)                     # np.ndarray [T, V] float32
+    minigemma.available_backends()        # {"numpy": None, "numba": "reason", ...}
+"""
+from .backends import available_backends, get_backend
+from .config import GemmaConfig, PRESETS, preset
+
+__version__ = "0.1.0"
+
+
+def load(path=None, backend="numpy", max_context=None):
+    """Load a model in minigemma's checkpoint format onto `backend`.
+
+    `path` is a folder written by `minigemma convert` (or `minigemma.convert`). With no path the
+    embedded default model is used.
+    """
+    from .model import load as _load
+    return _load(path, backend=backend, max_context=max_context)
+
+
+def convert(src, dst, dtype="f32", progress=True):
+    """Convert an HF safetensors folder into minigemma's format (see `minigemma.checkpoints`)."""
+    from .checkpoints.convert import convert as _convert
+    return _convert(src, dst, dtype=dtype, progress=progress)
+
+
+__all__ = ["load", "convert", "available_backends", "get_backend", "GemmaConfig", "PRESETS",
+           "preset", "__version__"]

@@ -1,0 +1,46 @@
+"""Backend registry: which backends exist, which work here, and why the others do not.
+
+Selection is explicit (`get_backend("numba")`, `load(..., backend="numba")`); there is no global
+switch. Optional backends are probed lazily, so `import minigemma` imports neither Numba nor CuPy.
+"""
+import importlib
+
+# name -> (module, class, probe). A probe returns None when the backend can run here, or a
+# sentence saying why not. It may import the optional dependency; nothing else does before it.
+_REGISTRY = {
+    "numpy": ("minigemma.backends.numpy_backend", "NumpyBackend", None),
+    "numba": ("minigemma.backends.numba_backend", "NumbaBackend", "probe"),
+    "cupy": ("minigemma.backends.cupy_backend", "CupyBackend", "probe"),
+}
+_instances = {}
+
+
+def _unavailable_reason(name):
+    module_name, _, probe = _REGISTRY[name]
+    if probe is None:
+        return None
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:  # the backend's own module failed to import
+        return f"cannot import {module_name}: {e}"
+    return getattr(module, probe)()
+
+
+def available_backends():
+    """{name: None if usable here, else the reason it is not} for every known backend."""
+    return {name: _unavailable_reason(name) for name in _REGISTRY}
+
+
+def get_backend(name="numpy"):
+    """The backend called `name`, or a ValueError saying why it cannot be used."""
+    if not isinstance(name, str):
+        return name  # already a backend object
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown backend {name!r}; known backends: {', '.join(_REGISTRY)}")
+    if name not in _instances:
+        reason = _unavailable_reason(name)
+        if reason is not None:
+            raise ValueError(f"backend {name!r} is not available here: {reason}")
+        module_name, class_name, _ = _REGISTRY[name]
+        _instances[name] = getattr(importlib.import_module(module_name), class_name)()
+    return _instances[name]

@@ -1,0 +1,57 @@
+"""The NumPy reference backend: every op is the readable component function.
+
+The ops are written against `self.xp`, so a subclass that sets `xp = cupy` runs them unchanged on
+GPU arrays. Weights are upcast or dequantized to float32 once, at load.
+"""
+import numpy as np
+
+from .. import attention, embedding, mlp, norms, rope, softcap
+from ..quant import QuantizedWeight, dequantize
+from .base import Backend
+
+
+class NumpyBackend(Backend):
+    name = "numpy"
+    xp = np
+
+    def asarray(self, x, dtype=None):
+        if not isinstance(x, (np.ndarray, np.generic, list, tuple, int, float)):
+            raise TypeError(f"the {self.name} backend got a {type(x).__module__}."
+                            f"{type(x).__name__}; move arrays between backends with to_numpy")
+        return np.asarray(x, dtype=dtype)
+
+    def to_numpy(self, x):
+        return np.asarray(x)
+
+    def prepare_weight(self, w):
+        """Host weight -> float32 array (quantized kinds are dequantized here, once)."""
+        if isinstance(w, QuantizedWeight):
+            w = dequantize(w)
+        return self.asarray(np.ascontiguousarray(w, dtype=np.float32))
+
+    def linear(self, x, w):
+        return x @ w.T  # [..., I] @ [I, O] -> [..., O]
+
+    def embed(self, table, ids, scale):
+        return embedding.embed(table, ids, scale, xp=self.xp)
+
+    def rms_norm(self, x, gain, eps):
+        return norms.rms_norm(x, gain, eps, xp=self.xp)
+
+    def rope(self, x, positions, base, rot_dim=None, scale=1.0):
+        return rope.rope(x, positions, base, rot_dim, scale, xp=self.xp)
+
+    def attention(self, q, k, v, q_pos, k_pos, *, scale, window=None, softcap=None):
+        return attention.attention(q, k, v, q_pos, k_pos, scale=scale, window=window,
+                                   softcap=softcap, xp=self.xp)
+
+    def geglu(self, gate, up):
+        return mlp.geglu(gate, up, xp=self.xp)
+
+    def softcap(self, x, cap):
+        return softcap.softcap(x, cap, xp=self.xp)
+
+    def log_softmax(self, x):
+        xp = self.xp
+        shifted = x - x.max(axis=-1, keepdims=True)
+        return shifted - xp.log(xp.exp(shifted).sum(axis=-1, keepdims=True))

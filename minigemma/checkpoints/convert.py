@@ -1,0 +1,40 @@
+"""`minigemma convert SRC DST`: any supported source into minigemma's format.
+
+Sources: an HF safetensors folder (Gemma, Gemma 2, Gemma 3 text). The tensors are converted and
+written one at a time, with a progress bar.
+"""
+import os
+
+from tqdm.auto import tqdm
+
+from .format import write_checkpoint
+from .hf import hf_tensors
+
+STORAGE_CHOICES = ("f32", "bf16")
+
+
+def convert(src, dst, dtype="f32", progress=True, overwrite=False):
+    """Convert `src` into a minigemma checkpoint folder at `dst`; returns dst."""
+    if dtype not in STORAGE_CHOICES:
+        raise ValueError(f"dtype must be one of {STORAGE_CHOICES}, got {dtype!r}")
+    src = os.fspath(src)
+    if os.path.isdir(src):
+        config, embedding_dtype, tensors, tokenizer_bytes = hf_tensors(src, dtype)
+        source = f"hf:{os.path.abspath(src)}"
+    else:
+        raise ValueError(f"{src}: not a supported source (expected an HF model folder)")
+    bar = tqdm(total=len(tensors), desc="converting", unit="tensor", disable=not progress)
+
+    def counted(produce):
+        def run():
+            array = produce()
+            bar.update(1)
+            return array
+        return run
+    tensors = [(name, shape, storage, counted(produce)) for name, shape, storage, produce in tensors]
+    try:
+        return write_checkpoint(dst, config, tensors, embedding_dtype=embedding_dtype,
+                                source=source, tokenizer_bytes=tokenizer_bytes,
+                                overwrite=overwrite)
+    finally:
+        bar.close()

@@ -1,0 +1,15 @@
+"""Logit soft-capping (Gemma 2 report §2; spec §1.5, §3.2).
+
+    softcap(x) = cap · tanh(x / cap)
+
+Smooth, odd and strictly increasing, equal to x near 0 and bounded in (−cap, cap). Gemma 2 caps
+attention scores at 50 (after scaling, before the mask) and final logits at 30; RecurrentGemma
+caps final logits at 30; Gemma 3 replaces the caps with QK-norm.
+"""
+import numpy as np
+
+
+def softcap(x, cap, xp=np):
+    """x any shape float32, cap > 0 -> same shape, values in (−cap, cap)."""
+    cap = xp.float32(cap)
+    return cap * xp.tanh(x / cap)
