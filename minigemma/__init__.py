@@ -34,10 +34,10 @@ def load(path=None, backend="numpy", max_context=None):
     return _load(path, backend=backend, max_context=max_context)
 
 
-def convert(src, dst, dtype="f32", progress=True):
-    """Convert an HF safetensors folder into minigemma's format (see `minigemma.checkpoints`)."""
+def convert(src, dst, dtype="f32", progress=True, overwrite=False):
+    """Convert an HF safetensors folder or a GGUF file into minigemma's format."""
     from .checkpoints.convert import convert as _convert
-    return _convert(src, dst, dtype=dtype, progress=progress)
+    return _convert(src, dst, dtype=dtype, progress=progress, overwrite=overwrite)
 
 
 __all__ = ["load", "convert", "available_backends", "get_backend", "GemmaConfig", "PRESETS",

@@ -1,5 +1,8 @@
 """Command line: `minigemma <command>` or `python -m minigemma <command>`.
 
+    minigemma generate [--model DIR] [--backend numpy] --prompt TEXT [--max-new-tokens N]
+                       [--temperature T --top-k K --top-p P --min-p P --repetition-penalty R
+                        --seed S --stop TEXT] [--chat] [--no-stream]
     minigemma convert SRC DST [--dtype f32|bf16] [--force]
     minigemma info DIR
     minigemma backends
@@ -7,6 +10,29 @@
 import argparse
 import json
 import sys
+
+
+def _generate(args):
+    import minigemma
+    model = minigemma.load(args.model, backend=args.backend)
+    sampling = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                    min_p=args.min_p, repetition_penalty=args.repetition_penalty, seed=args.seed)
+    if args.chat:
+        pieces = model.chat([{"role": "user", "content": args.prompt}],
+                            max_new_tokens=args.max_new_tokens, stream=True, stop=args.stop,
+                            **sampling)
+    else:
+        pieces = model.stream(args.prompt, max_new_tokens=args.max_new_tokens, stop=args.stop,
+                              **sampling)
+    if args.no_stream:
+        sys.stdout.write("".join(pieces))
+    else:
+        for piece in pieces:
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+    sys.stdout.write("\n")
+    print(model.last_stats.summary(), file=sys.stderr)
+    return 0
 
 
 def _convert(args):
@@ -38,6 +64,21 @@ def _backends(args):
 def build_parser():
     parser = argparse.ArgumentParser(prog="minigemma", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("generate", help="continue a prompt (default model: embedded Gemma 3 270M)")
+    p.add_argument("--model", default=None, help="converted model folder (default: embedded)")
+    p.add_argument("--backend", default="numpy")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--min-p", type=float, default=None)
+    p.add_argument("--repetition-penalty", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
+    p.add_argument("--chat", action="store_true", help="wrap the prompt in Gemma's turn format")
+    p.add_argument("--no-stream", action="store_true", help="print the text only when done")
+    p.set_defaults(run=_generate)
     p = sub.add_parser("convert", help="convert an HF folder into minigemma's format")
     p.add_argument("src")
     p.add_argument("dst")

@@ -10,11 +10,17 @@ import numpy as np
 
 from .backends import get_backend
 from .checkpoints.format import TOKENIZER_FILE, read_checkpoint
+from .generation import GenerationStats, chat_prompt, stream_text
+from .sampling import SamplingParams
 from .transformer import Transformer, parameter_shapes
+
+
+SAMPLING_ARGS = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty", "seed")
 
 
 class Model:
     def __init__(self, network, tokenizer=None, meta=None, path=None):
+        self.last_stats = None  # GenerationStats of the latest generate/stream/chat
         self.network = network
         self.tokenizer = tokenizer
         self.meta = meta or {}
@@ -42,6 +48,39 @@ class Model:
                              f"{ids.shape}")
         logits, _ = self.forward(self.backend.asarray(ids[None]))
         return self.backend.to_numpy(logits[0]).astype(np.float32, copy=False)
+
+    # --- text generation (see generation.py) ---------------------------------------------
+
+    def stream(self, prompt, max_new_tokens=64, temperature=0.0, top_k=None, top_p=None,
+               min_p=None, repetition_penalty=1.0, seed=None, stop=None, stop_ids=None):
+        """Yield the continuation of `prompt` as pieces of text (temperature 0 = greedy)."""
+        if not isinstance(prompt, str) or not prompt:
+            raise ValueError("the prompt is empty: give some text to continue")
+        ids = self._require_tokenizer().encode(prompt)
+        return self._stream_ids(ids, max_new_tokens, SamplingParams(
+            temperature, top_k, top_p, min_p, repetition_penalty, seed), stop, stop_ids)
+
+    def generate(self, prompt, max_new_tokens=64, **kwargs):
+        """The continuation of `prompt` (new text only) as one string; see `stream`."""
+        return "".join(self.stream(prompt, max_new_tokens, **kwargs))
+
+    def chat(self, messages, max_new_tokens=256, stream=False, **kwargs):
+        """The model's reply to a conversation in Gemma's turn format (`chat_prompt`)."""
+        ids = self._require_tokenizer().encode(chat_prompt(messages), parse_special=True)
+        sampling = {k: kwargs.pop(k) for k in list(kwargs) if k in SAMPLING_ARGS}
+        pieces = self._stream_ids(ids, max_new_tokens, SamplingParams(**sampling), **kwargs)
+        return pieces if stream else "".join(pieces)
+
+    def _stream_ids(self, ids, max_new_tokens, sampling, stop=None, stop_ids=None):
+        self.last_stats = GenerationStats()
+        return stream_text(self, ids, max_new_tokens=max_new_tokens, stop=stop,
+                           stop_ids=stop_ids, sampling=sampling, stats=self.last_stats)
+
+    def _require_tokenizer(self):
+        if self.tokenizer is None:
+            raise ValueError(f"{self.path}: this checkpoint has no tokenizer.model, so it can "
+                             f"only compute logits from token ids")
+        return self.tokenizer
 
     def __repr__(self):
         c = self.config

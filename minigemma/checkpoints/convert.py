@@ -1,7 +1,7 @@
 """`minigemma convert SRC DST`: any supported source into minigemma's format.
 
-Sources: an HF safetensors folder (Gemma, Gemma 2, Gemma 3 text). The tensors are converted and
-written one at a time, with a progress bar.
+Sources: an HF safetensors folder (Gemma, Gemma 2, Gemma 3 text) or a llama.cpp GGUF file. The
+tensors are converted and written one at a time, with a progress bar.
 """
 import os
 
@@ -13,16 +13,21 @@ from .hf import hf_tensors
 STORAGE_CHOICES = ("f32", "bf16")
 
 
-def convert(src, dst, dtype="f32", progress=True, overwrite=False):
+def convert(src, dst, dtype="f32", progress=True, overwrite=False, extra_meta=None):
     """Convert `src` into a minigemma checkpoint folder at `dst`; returns dst."""
-    if dtype not in STORAGE_CHOICES:
+    if dtype not in STORAGE_CHOICES:  # (GGUF sources keep their own block kinds)
         raise ValueError(f"dtype must be one of {STORAGE_CHOICES}, got {dtype!r}")
     src = os.fspath(src)
     if os.path.isdir(src):
         config, embedding_dtype, tensors, tokenizer_bytes = hf_tensors(src, dtype)
         source = f"hf:{os.path.abspath(src)}"
+    elif src.endswith(".gguf") and os.path.isfile(src):
+        from .gguf_convert import gguf_tensors
+        config, embedding_dtype, tensors, tokenizer_bytes = gguf_tensors(src)
+        source = f"gguf:{os.path.basename(src)}"
     else:
-        raise ValueError(f"{src}: not a supported source (expected an HF model folder)")
+        raise ValueError(f"{src}: not a supported source (expected an HF model folder or a "
+                         f".gguf file)")
     bar = tqdm(total=len(tensors), desc="converting", unit="tensor", disable=not progress)
 
     def counted(produce):
@@ -34,7 +39,7 @@ def convert(src, dst, dtype="f32", progress=True, overwrite=False):
     tensors = [(name, shape, storage, counted(produce)) for name, shape, storage, produce in tensors]
     try:
         return write_checkpoint(dst, config, tensors, embedding_dtype=embedding_dtype,
-                                source=source, tokenizer_bytes=tokenizer_bytes,
+                                source=source, tokenizer_bytes=tokenizer_bytes, extra_meta=extra_meta,
                                 overwrite=overwrite)
     finally:
         bar.close()

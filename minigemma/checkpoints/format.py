@@ -34,7 +34,7 @@ def config_class(architecture):
 
 
 def write_checkpoint(dst, config, tensors, *, embedding_dtype, source, tokenizer_bytes=None,
-                     overwrite=False):
+                     overwrite=False, extra_meta=None):
     """Write a checkpoint folder at `dst`.
 
     tensors: list of (name, shape, storage, produce): storage "f32"/"bf16" with produce()
@@ -64,7 +64,8 @@ def write_checkpoint(dst, config, tensors, *, embedding_dtype, source, tokenizer
                 f.write(tokenizer_bytes)
         meta = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION,
                 "architecture": "gemma", "config": config.to_dict(),
-                "embedding_dtype": embedding_dtype, "quantized": quantized, "source": source}
+                "embedding_dtype": embedding_dtype, "quantized": quantized, "source": source,
+                **(extra_meta or {})}
         with open(os.path.join(tmp, CONFIG_FILE), "w") as f:
             json.dump(meta, f, indent=2)
         if os.path.exists(dst):
