@@ -8,8 +8,11 @@
     minigemma backends
 """
 import argparse
+import importlib
 import json
 import sys
+
+OPTIONAL_COMMANDS = ("minigemma.distill", "minigemma.bench")
 
 
 def _generate(args):
@@ -90,6 +93,12 @@ def build_parser():
     p.set_defaults(run=_info)
     p = sub.add_parser("backends", help="list the backends and whether they work here")
     p.set_defaults(run=_backends)
+    for module in OPTIONAL_COMMANDS:  # commands that live beside the code they run
+        try:
+            importlib.import_module(module).register_cli(sub)
+        except ModuleNotFoundError as e:
+            if e.name != module:
+                raise
     return parser
 
 

@@ -12,7 +12,8 @@ from .backends import get_backend
 from .checkpoints.format import TOKENIZER_FILE, read_checkpoint
 from .generation import GenerationStats, chat_prompt, stream_text
 from .sampling import SamplingParams
-from .transformer import Transformer, parameter_shapes
+from .config import GemmaConfig
+from .transformer import Transformer
 
 
 SAMPLING_ARGS = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty", "seed")
@@ -88,6 +89,14 @@ class Model:
                 f"backend={self.backend.name} path={self.path!r}>")
 
 
+def network_class(config):
+    """The network that runs `config`: Transformer (Gemma 1/2/3) or Griffin (RecurrentGemma)."""
+    if isinstance(config, GemmaConfig):
+        return Transformer
+    from .griffin import Griffin
+    return Griffin
+
+
 def load(path=None, backend="numpy", max_context=None):
     """Load a minigemma checkpoint folder onto a backend (weights moved once, here)."""
     if path is None:
@@ -95,11 +104,11 @@ def load(path=None, backend="numpy", max_context=None):
         path = default_model_path()
     path = os.fspath(path)
     be = get_backend(backend)
-    meta, config, tensors = read_checkpoint(path, parameter_shapes)
+    meta, config, tensors = read_checkpoint(path, lambda c: network_class(c).parameter_shapes(c))
     if max_context is not None:
         config = config.replace(max_position=min(config.max_position, int(max_context)))
     params = {name: be.prepare_weight(weight) for name, weight in tensors}
-    network = Transformer(config, params, be, meta.get("embedding_dtype", "float32"))
+    network = network_class(config)(config, params, be, meta.get("embedding_dtype", "float32"))
     tokenizer = None
     tok_path = os.path.join(path, TOKENIZER_FILE)
     if os.path.isfile(tok_path):

@@ -164,7 +164,7 @@ def _check_blocks(blocks: np.ndarray, fmt: BlockFormat) -> np.ndarray:
             f"{fmt.name}: expected a uint8 array [n_blocks, {fmt.block_bytes}], "
             f"got {blocks.dtype} {blocks.shape}"
         )
-    return blocks
+    return np.ascontiguousarray(blocks)  # the fp16 / uint32 views need contiguous rows
 
 
 def _fp16_at(blocks: np.ndarray, offset: int) -> np.ndarray:

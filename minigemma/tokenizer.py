@@ -46,7 +46,6 @@ Compatibility
 from __future__ import annotations
 
 import codecs
-import os
 import re
 import struct
 from pathlib import Path
@@ -88,7 +87,11 @@ class Tokenizer:
     def from_gguf(cls, path_or_reader) -> "Tokenizer":
         """Read the SentencePiece vocabulary of a GGUF file (path or an open `gguf.GGUFReader`)."""
         reader = _open_gguf(path_or_reader)
-        return cls(proto_from_gguf(reader))
+        try:
+            return cls(proto_from_gguf(reader))
+        except ValueError as err:
+            name = "GGUF" if reader is path_or_reader else path_or_reader
+            raise ValueError(f"{name}: {err}") from None
 
     @classmethod
     def from_file(cls, path) -> "Tokenizer":
@@ -193,7 +196,7 @@ class Tokenizer:
         parse_special=True: the text of CONTROL/UNKNOWN pieces ("<start_of_turn>", "<bos>"...)
         becomes their id, the text around them is encoded as usual (HF's default behaviour).
         """
-        ids = [self.bos_id] if add_bos else []
+        ids = [self.bos_id] if add_bos and self.bos_id >= 0 else []
         if not parse_special or self._special_re is None:
             return ids + self._sp.encode_as_ids(text)
         start = 0
@@ -312,7 +315,8 @@ def proto_from_gguf(reader) -> bytes:
     scores: list[float] = _field(reader, "tokenizer.ggml.scores", [0.0] * n)
     types: list[int] = _field(reader, "tokenizer.ggml.token_type", [NORMAL] * n)
     unk_id = _field(reader, "tokenizer.ggml.unknown_token_id", 0)
-    types = list(types)
+    # llama.cpp's type 0 (undefined) has no SentencePiece equivalent: call it NORMAL.
+    types = [t if NORMAL <= t <= BYTE else NORMAL for t in types]
     types[unk_id] = UNKNOWN
     special_ids = {
         "unk": unk_id,

@@ -12,8 +12,6 @@ Gemma 1 has pre-norms only; Gemma 2 adds the post-norms ("sandwich") and the sof
 keeps the post-norms, drops the caps and normalises q and k per head (QK-norm) before RoPE.
 Parameters use minigemma's names (`parameter_shapes`); checkpoint names stay in the converters.
 """
-import numpy as np
-
 from .cache import new_kv_cache
 from .embedding import embedding_scale
 
@@ -51,6 +49,7 @@ def is_norm(name):
 
 class Transformer:
     """Gemma 1/2/3 forward pass over backend-resident parameters."""
+    parameter_shapes = staticmethod(parameter_shapes)
 
     def __init__(self, config, params, backend, embedding_dtype="float32"):
         self.config = config

@@ -13,8 +13,10 @@ models. Model code calls only these ops and `xp`; it never branches on which bac
 | attention(q, k, v, q_pos, k_pos, …)  | q [B, T, N, H], k/v [B, S, K, H] -> [B, T, N, H]             |
 | geglu(gate, up), softcap(x, cap)     | elementwise                                                  |
 | log_softmax(x)                       | [..., V] -> [..., V] f32                                     |
+| conv1d(x, w, b, state)               | x [B, T, L], w [W, L], b [L], state [B, W−1, L] -> y, state  |
+| rglru_scan(x, a, gate_x, h0, reset)  | [B, T, L] each, h0 [B, L] f32, reset [B, T] -> y, h_T        |
+| distill_loss_and_grad(s, t, tau)     | student, teacher logits [T, V] -> (loss, dloss/dstudent)     |
 
-Later issues add `conv1d`, `rglru_scan` and `distill_loss_and_grad` with the same contract.
 Arrays cross between host and device only through `asarray` and `to_numpy`; weights are moved
 once, at load, by `prepare_weight`.
 """
@@ -56,6 +58,15 @@ class Backend:
         raise NotImplementedError
 
     def log_softmax(self, x):
+        raise NotImplementedError
+
+    def conv1d(self, x, w, b, state):
+        raise NotImplementedError
+
+    def rglru_scan(self, x, a, gate_x, h0, reset):
+        raise NotImplementedError
+
+    def distill_loss_and_grad(self, student_logits, teacher_logits, temperature=1.0):
         raise NotImplementedError
 
     def __repr__(self):

@@ -55,3 +55,16 @@ class NumpyBackend(Backend):
         xp = self.xp
         shifted = x - x.max(axis=-1, keepdims=True)
         return shifted - xp.log(xp.exp(shifted).sum(axis=-1, keepdims=True))
+
+    # Ops of the later components; imported on use so each lives in its own module.
+    def conv1d(self, x, w, b, state):
+        from ..conv1d import conv1d
+        return conv1d(x, w, b, state, xp=self.xp)
+
+    def rglru_scan(self, x, a, gate_x, h0, reset):
+        from ..rglru import rglru_scan
+        return rglru_scan(x, a, gate_x, h0, reset, xp=self.xp)
+
+    def distill_loss_and_grad(self, student_logits, teacher_logits, temperature=1.0):
+        from ..losses import distillation_loss_and_grad
+        return distillation_loss_and_grad(student_logits, teacher_logits, temperature, xp=self.xp)

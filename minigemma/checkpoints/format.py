@@ -17,7 +17,7 @@ import os
 import shutil
 import tempfile
 
-from ..config import GemmaConfig
+from ..config import GemmaConfig, GriffinConfig
 from ..quant import QuantizedWeight
 from .safetensors_io import SafetensorsFile, write_safetensors
 
@@ -27,10 +27,18 @@ CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE = "config.json", "model.safetensors", 
 STORAGE_DTYPES = {"f32": "F32", "bf16": "BF16"}
 
 
+ARCHITECTURES = {"gemma": GemmaConfig, "griffin": GriffinConfig}
+
+
 def config_class(architecture):
-    if architecture == "gemma":
-        return GemmaConfig
-    raise ValueError(f"unknown architecture {architecture!r} in {CONFIG_FILE}")
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {architecture!r} in {CONFIG_FILE}; known: "
+                         f"{', '.join(ARCHITECTURES)}")
+    return ARCHITECTURES[architecture]
+
+
+def architecture_of(config):
+    return next(name for name, cls in ARCHITECTURES.items() if isinstance(config, cls))
 
 
 def write_checkpoint(dst, config, tensors, *, embedding_dtype, source, tokenizer_bytes=None,
@@ -63,7 +71,7 @@ def write_checkpoint(dst, config, tensors, *, embedding_dtype, source, tokenizer
             with open(os.path.join(tmp, TOKENIZER_FILE), "wb") as f:
                 f.write(tokenizer_bytes)
         meta = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION,
-                "architecture": "gemma", "config": config.to_dict(),
+                "architecture": architecture_of(config), "config": config.to_dict(),
                 "embedding_dtype": embedding_dtype, "quantized": quantized, "source": source,
                 **(extra_meta or {})}
         with open(os.path.join(tmp, CONFIG_FILE), "w") as f:
@@ -108,6 +116,8 @@ def read_meta(path):
 
 def read_checkpoint(path, expected_shapes):
     """(meta, config, iterator of (name, host weight)) for a checkpoint folder.
+
+    expected_shapes(config) -> {name: shape} is the network's parameter list.
 
     Every expected tensor must be present with its shape, and nothing else may be there.
     Weights come back one at a time: float32 arrays, or QuantizedWeight.
