@@ -125,7 +125,7 @@ def chat_prompt(messages):
         system = messages.pop(0)["content"].strip()
         if not messages or messages[0]["role"] != "user":
             raise ValueError("a system message must be followed by a user message")
-        messages[0]["content"] = f"{system}\n\n{messages[0]['content']}"
+        messages[0]["content"] = f"{system}\n\n{messages[0]['content'].strip()}"
     parts = []
     for i, m in enumerate(messages):
         role = {"assistant": "model"}.get(m["role"], m["role"])
