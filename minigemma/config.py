@@ -96,45 +96,118 @@ class GemmaConfig:
         return dataclasses.replace(self, **changes)
 
 
+BLOCK_KINDS = ("recurrent", "attention")
+
+
 @dataclass(frozen=True)
 class GriffinConfig:
-    """RecurrentGemma (Griffin): residual blocks (recurrent, recurrent, attention) repeated."""
+    """RecurrentGemma (Griffin): residual blocks (recurrent, recurrent, attention) repeated.
+
+    Window convention (spec §5.7, pitfall 13). A local attention layer with window W lets a
+    query see W keys including its own when `window_includes_extra_key` is False (HF
+    transformers: q − k < W), and W + 1 keys when it is True (the official `recurrentgemma`
+    code, JAX and PyTorch, with which the models were trained: q − k ≤ W). The two agree while
+    a sequence is at most W tokens long. Each converter sets the field for its source: HF
+    folders → False, official `recurrentgemma` state dicts → True. The default (False, as in
+    the presets) is HF's, the source most conversions start from.
+
+    `max_position` bounds generation only. Nothing in the network depends on it: the recurrent
+    state has a fixed size, RoPE is relative and attention sees at most the window, so decoding
+    runs in constant memory at any length. 8192 is the Gemma family's context and the sequence
+    length the RecurrentGemma report gives for training (spec §11: not re-read from the PDF);
+    past it the model runs but its quality is untested.
+    """
     vocab_size: int
     d_model: int
     num_layers: int
     num_heads: int
     lru_width: int
-    ffn_dim: int  # per branch (HF's intermediate_size is twice this)
+    ffn_dim: int  # per branch (HF's intermediate_size is twice this, pitfall 16)
     attention_window: int = 2048
     conv_width: int = 4
     num_kv_heads: int = 1
     rope_base: float = 10_000.0
-    partial_rotary_factor: float = 0.5
-    final_softcap: float = 30.0
+    partial_rotary_factor: float = 0.5  # RoPE rotates the first half of each head
+    final_softcap: float | None = 30.0
     rms_eps: float = 1e-6
-    block_pattern: tuple = ("recurrent", "recurrent", "attention")
-    # The official implementation admits W+1 keys (q - k <= W), HF admits W (spec §5.7).
+    block_pattern: tuple = ("recurrent", "recurrent", "attention")  # repeated over the layers
+    # False: W keys per query (HF); True: W + 1 keys (official recurrentgemma). See above.
     window_includes_extra_key: bool = False
+    max_position: int = 8192
+    bos_id: int = 2
+    eos_id: int = 1
+    pad_id: int = 0
     family: str = field(default="recurrentgemma")
 
     def __post_init__(self):
         object.__setattr__(self, "block_pattern", tuple(self.block_pattern))
         for name in ("vocab_size", "d_model", "num_layers", "num_heads", "lru_width", "ffn_dim",
-                     "attention_window", "conv_width"):
+                     "attention_window", "conv_width", "num_kv_heads", "max_position"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"config field {name} must be a positive integer, got {value!r}")
+        if self.family != "recurrentgemma":
+            raise ValueError(f"GriffinConfig describes family 'recurrentgemma', got "
+                             f"{self.family!r}")
         if self.d_model % self.num_heads or self.lru_width % self.num_heads:
-            raise ValueError("d_model and lru_width must be multiples of num_heads")
+            raise ValueError(f"d_model ({self.d_model}) and lru_width ({self.lru_width}) must be "
+                             f"multiples of num_heads ({self.num_heads})")
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(f"num_heads ({self.num_heads}) must be a multiple of "
+                             f"num_kv_heads ({self.num_kv_heads})")
+        rotated = self.head_dim * self.partial_rotary_factor
+        if rotated != int(rotated) or int(rotated) % 2 or rotated <= 0:
+            raise ValueError(f"RoPE rotates head_dim × partial_rotary_factor = {rotated} dims; "
+                             f"that must be a positive even integer")
+        if not self.block_pattern or set(self.block_pattern) - set(BLOCK_KINDS):
+            raise ValueError(f"block_pattern {self.block_pattern} must be a non-empty sequence "
+                             f"of {BLOCK_KINDS}")
+        if self.final_softcap is not None and not self.final_softcap > 0:
+            raise ValueError(f"final_softcap must be positive or None, got {self.final_softcap!r}")
 
     @property
     def head_dim(self):
         return self.d_model // self.num_heads
 
+    @property
+    def rot_dim(self):
+        """Dims of each head that RoPE rotates (H/2 in RecurrentGemma)."""
+        return int(self.head_dim * self.partial_rotary_factor)
+
+    @property
+    def query_scale(self):
+        return self.head_dim ** -0.5
+
+    @property
+    def layer_types(self):
+        """"recurrent" | "attention", one per layer (the block pattern repeated)."""
+        p = self.block_pattern
+        return tuple(p[i % len(p)] for i in range(self.num_layers))
+
+    def is_attention(self, layer):
+        return self.block_pattern[layer % len(self.block_pattern)] == "attention"
+
+    @property
+    def attention_span(self):
+        """Keys a query sees, its own included: W (HF) or W + 1 (official), the `window` of
+        `minigemma.attention.attention`."""
+        return self.attention_window + (1 if self.window_includes_extra_key else 0)
+
     def to_dict(self):
         d = dataclasses.asdict(self)
         d["block_pattern"] = list(self.block_pattern)
         return d
+
+    @classmethod
+    def from_dict(cls, d):
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown config fields {sorted(unknown)}")
+        return cls(**d)
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
 
 
 def _gemma3_layer_types(num_layers):
@@ -260,6 +333,52 @@ def config_from_hf(hf):
     )
 
 
+def config_from_hf_recurrent_gemma(hf):
+    """A GriffinConfig from the dict of an HF RecurrentGemma `config.json` (spec §6.2).
+
+    HF's local attention admits W keys per query, so `window_includes_extra_key` is False.
+    HF's `intermediate_size` is twice the per-branch MLP width (pitfall 16), and HF's
+    `num_key_value_heads` defaults to `num_attention_heads` (the released configs say 1).
+    """
+    if hf.get("model_type") != "recurrent_gemma":
+        raise ValueError(f"config.json: model_type {hf.get('model_type')!r} is not "
+                         f"'recurrent_gemma'")
+    act = hf.get("hidden_activation") or hf.get("hidden_act") or "gelu_pytorch_tanh"
+    if act not in ("gelu_pytorch_tanh", "gelu", "gelu_tanh"):
+        raise ValueError(f"config.json: activation {act!r} is not RecurrentGemma's tanh GELU")
+    if hf.get("attention_bias"):
+        raise ValueError("config.json: attention_bias=true (q/k/v biases) is not part of "
+                         "RecurrentGemma and minigemma does not support it")
+    if hf.get("tie_word_embeddings", True) is False:
+        raise ValueError("config.json: untied output heads are not part of RecurrentGemma")
+    if hf["intermediate_size"] % 2:
+        raise ValueError(f"config.json: intermediate_size {hf['intermediate_size']} must be even "
+                         f"(HF stores twice the per-branch MLP width)")
+    rope = hf.get("rope_parameters") or {}
+    if rope.get("rope_type", "default") != "default":
+        raise ValueError(f"config.json: RoPE type {rope['rope_type']!r} is not supported")
+    heads = hf["num_attention_heads"]
+    return GriffinConfig(
+        vocab_size=hf["vocab_size"], d_model=hf["hidden_size"],
+        num_layers=hf["num_hidden_layers"], num_heads=heads,
+        lru_width=hf.get("lru_width") or hf["hidden_size"],
+        ffn_dim=hf["intermediate_size"] // 2,
+        attention_window=hf.get("attention_window_size", 2048),
+        conv_width=hf.get("conv1d_width", 4),
+        num_kv_heads=hf.get("num_key_value_heads") or heads,
+        rope_base=float(rope.get("rope_theta", hf.get("rope_theta", 10_000.0))),
+        partial_rotary_factor=float(rope.get("partial_rotary_factor",
+                                             hf.get("partial_rotary_factor", 0.5))),
+        final_softcap=float(hf.get("logits_soft_cap", 30.0)),
+        rms_eps=float(hf.get("rms_norm_eps", 1e-6)),
+        block_pattern=tuple(hf.get("block_types") or ("recurrent", "recurrent", "attention")),
+        window_includes_extra_key=False,
+        max_position=int(hf.get("max_position_embeddings", 8192)),
+        bos_id=_first_id(hf.get("bos_token_id"), 2), eos_id=_first_id(hf.get("eos_token_id"), 1),
+        pad_id=_first_id(hf.get("pad_token_id"), 0),
+    )
+
+
 def _first_id(value, default):
     if value is None:
         return default
@@ -277,4 +396,4 @@ def kv_cache_bytes(config, context, dtype_bytes=4):
 
 
 __all__ = ["GemmaConfig", "GriffinConfig", "PRESETS", "preset", "config_from_hf",
-           "kv_cache_bytes"]
+           "config_from_hf_recurrent_gemma", "kv_cache_bytes"]

@@ -85,7 +85,7 @@ class Transformer:
         h = be.embed(p["embedding"], ids, self.embed_scale)  # [B, T, D]
         for i in range(c.num_layers):
             layer_cache = cache.layers[i] if cache is not None else None
-            h = self._layer(i, h, positions, layer_cache)
+            h = self.layer(i, h, positions, layer_cache)
         if last_only:
             h = h[:, -1:]
         h = be.rms_norm(h, p["final_norm"], c.rms_eps)
@@ -96,10 +96,11 @@ class Transformer:
             cache.next_position = int(positions.max()) + 1
         return logits, cache
 
-    def _layer(self, i, h, positions, layer_cache):
+    def layer(self, i, h, positions, layer_cache=None):
+        """One decoder layer: h [B, T, D] -> [B, T, D]."""
         be, c, p = self.backend, self.config, self.params
         w = f"layers.{i}."
-        a = self._attention(i, be.rms_norm(h, p[w + "pre_attn_norm"], c.rms_eps), positions,
+        a = self.attention_block(i, be.rms_norm(h, p[w + "pre_attn_norm"], c.rms_eps), positions,
                             layer_cache)
         if c.post_norms:
             a = be.rms_norm(a, p[w + "post_attn_norm"], c.rms_eps)
@@ -111,7 +112,8 @@ class Transformer:
             m = be.rms_norm(m, p[w + "post_mlp_norm"], c.rms_eps)
         return h + m
 
-    def _attention(self, i, x, positions, layer_cache):
+    def attention_block(self, i, x, positions, layer_cache=None):
+        """Attention of layer i on normed input x [B, T, D] -> [B, T, D]."""
         be, c, p = self.backend, self.config, self.params
         w = f"layers.{i}."
         B, T, _ = x.shape

@@ -1,7 +1,8 @@
 """`minigemma convert SRC DST`: any supported source into minigemma's format.
 
-Sources: an HF safetensors folder (Gemma, Gemma 2, Gemma 3 text) or a llama.cpp GGUF file. The
-tensors are converted and written one at a time, with a progress bar.
+Sources: an HF safetensors folder (Gemma, Gemma 2, Gemma 3 text, RecurrentGemma), a llama.cpp
+GGUF file, or an official `recurrentgemma` PyTorch `.pt` state dict. The tensors are converted
+and written one at a time, with a progress bar.
 """
 import os
 
@@ -19,15 +20,23 @@ def convert(src, dst, dtype="f32", progress=True, overwrite=False, extra_meta=No
         raise ValueError(f"dtype must be one of {STORAGE_CHOICES}, got {dtype!r}")
     src = os.fspath(src)
     if os.path.isdir(src):
-        config, embedding_dtype, tensors, tokenizer_bytes = hf_tensors(src, dtype)
+        if _hf_model_type(src) == "recurrent_gemma":
+            from .hf_griffin import hf_griffin_tensors
+            config, embedding_dtype, tensors, tokenizer_bytes = hf_griffin_tensors(src, dtype)
+        else:
+            config, embedding_dtype, tensors, tokenizer_bytes = hf_tensors(src, dtype)
         source = f"hf:{os.path.abspath(src)}"
+    elif src.endswith(".pt") and os.path.isfile(src):
+        from .recurrentgemma_torch import official_tensors
+        config, embedding_dtype, tensors, tokenizer_bytes = official_tensors(src, dtype)
+        source = f"recurrentgemma-torch:{os.path.basename(src)}"
     elif src.endswith(".gguf") and os.path.isfile(src):
         from .gguf_convert import gguf_tensors
         config, embedding_dtype, tensors, tokenizer_bytes = gguf_tensors(src)
         source = f"gguf:{os.path.basename(src)}"
     else:
-        raise ValueError(f"{src}: not a supported source (expected an HF model folder or a "
-                         f".gguf file)")
+        raise ValueError(f"{src}: not a supported source (expected an HF model folder, a "
+                         f".gguf file or an official recurrentgemma .pt file)")
     bar = tqdm(total=len(tensors), desc="converting", unit="tensor", disable=not progress)
 
     def counted(produce):
@@ -43,3 +52,13 @@ def convert(src, dst, dtype="f32", progress=True, overwrite=False, extra_meta=No
                                 overwrite=overwrite)
     finally:
         bar.close()
+
+
+def _hf_model_type(src):
+    """The model_type of an HF folder's config.json (None if it has none)."""
+    import json
+    path = os.path.join(src, "config.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f).get("model_type")

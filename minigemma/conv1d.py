@@ -1,0 +1,36 @@
+"""Causal depthwise temporal convolution with bias (Griffin, De et al. 2024, §2.4; spec §5.4).
+
+Each of the L channels is filtered on its own (depthwise) over the last W inputs (causal):
+
+    y_t = b + Σ_{s=0}^{W−1} w[W−1−s] ⊙ x_{t−s}
+
+so w[W−1] multiplies the current input and w[0] the input W−1 steps back (RecurrentGemma:
+W = 4). The inputs before the first row of x come from `state`, the last W−1 inputs seen (zeros
+at the start of a sequence), and the new state is the last W−1 inputs including x. A sequence
+cut into chunks, each call given the state the previous one returned, therefore gives the same
+y as one call, and decoding a token needs only W−1 remembered inputs.
+
+Layouts: the official `recurrentgemma` code stores w as [W, L] (as here); HF stores a PyTorch
+`Conv1d(groups=L)` weight [L, 1, W] with the same tap order (`W_hf[l, 0, k] = w[k, l]`).
+Departure: in a packed multi-document prefill the official code also zeroes the taps that reach
+back across a document start (segment position 0, pitfall 17); this function, like HF, does not
+know about documents — a new sequence starts from a zero state instead.
+"""
+import numpy as np
+
+
+def conv1d(x, w, b, state, xp=np):
+    """x [B, T, L] f32, w [W, L], b [L], state [B, W−1, L] -> (y [B, T, L], state [B, W−1, L])."""
+    B, T, L = x.shape
+    W = w.shape[0]
+    if w.shape != (W, L) or b.shape != (L,):
+        raise ValueError(f"conv1d weights must be w [W, {L}] and b [{L}] for x of width {L}, got "
+                         f"w {tuple(w.shape)} and b {tuple(b.shape)}")
+    if state.shape != (B, W - 1, L):
+        raise ValueError(f"conv1d state must be [batch, W−1, L] = {(B, W - 1, L)}, got "
+                         f"{tuple(state.shape)}")
+    window = xp.concatenate([state.astype(x.dtype, copy=False), x], axis=1)  # [B, W−1+T, L]
+    y = xp.broadcast_to(b, (B, T, L)).astype(xp.float32)
+    for k in range(W):  # tap k reads the input W−1−k steps back
+        y = y + w[k] * window[:, k:k + T]
+    return y, window[:, T:]  # the last W−1 inputs

@@ -1,0 +1,121 @@
+"""GGML block decoding in Numba: a row of blocks -> float32, exactly as `minigemma.quant`.
+
+The byte layouts are documented once, in `minigemma.quant` (one `dequantize_<kind>` each); the
+decoders here walk the same bytes one block at a time and do the same float32 arithmetic in the
+same order (no fastmath: no fused multiply-add), so their output is bit-identical to the NumPy
+reference. fp16 scales are read through a 65536-entry table (`F16_TO_F32`, as ggml's
+`ggml_table_f32_f16`): one load instead of bit surgery.
+
+    dequantize_rows(blocks, kind, rows, scale, f16, out)   out[r] = decode(blocks[rows[r]]) · scale
+
+It serves the embedding lookup (only the looked-up rows are decoded) and the row tiles that
+`linear_numba` hands to BLAS for prefill.
+"""
+import numpy as np
+from numba import njit, prange
+
+# Kind codes shared by the Numba kernels (a string cannot select a branch in compiled code).
+KIND_CODES = {"q8_0": 0, "q5_0": 1, "q4_0": 2, "q4_k": 3, "q6_k": 4}
+Q8_0, Q5_0, Q4_0, Q4_K, Q6_K = range(5)
+BLOCK_SHAPES = {"q8_0": (32, 34), "q5_0": (32, 22), "q4_0": (32, 18), "q4_k": (256, 144),
+                "q6_k": (256, 210)}  # (elements, bytes) per block, as quant.BLOCK_FORMATS
+
+F16_TO_F32 = np.arange(65536, dtype=np.uint16).view(np.float16).astype(np.float32)  # exact
+
+
+@njit(inline="always")
+def fp16_at(row, off, f16):
+    """The little-endian fp16 at byte `off` of `row`, as float32."""
+    return f16[np.int32(row[off]) | (np.int32(row[off + 1]) << 8)]
+
+
+@njit(inline="always")
+def signed8(byte):
+    """uint8 -> its int8 value (two's complement)."""
+    return (np.int32(byte) ^ 0x80) - 0x80
+
+
+@njit(inline="always")
+def q4_k_scale_min(row, off, s):
+    """Sub-block s (0..7) of the q4_k super-block at `off`: its 6-bit (scale, min)."""
+    packed = off + 4
+    if s < 4:
+        return np.int32(row[packed + s]) & 63, np.int32(row[packed + s + 4]) & 63
+    lo = np.int32(row[packed + s + 4])
+    sc = (lo & 0x0F) | ((np.int32(row[packed + s - 4]) >> 6) << 4)
+    m = (lo >> 4) | ((np.int32(row[packed + s]) >> 6) << 4)
+    return sc, m
+
+
+@njit(cache=True)
+def decode_row(row, kind, f16, out):
+    """One row of blocks (uint8 [row_bytes]) of `kind` -> out float32 [I], bit-exact."""
+    if kind == Q8_0:
+        for b in range(row.shape[0] // 34):  # pass: d · q
+            off, base = b * 34, b * 32
+            d = fp16_at(row, off, f16)
+            for j in range(32):
+                out[base + j] = d * np.float32(signed8(row[off + 2 + j]))
+    elif kind == Q5_0:
+        for b in range(row.shape[0] // 22):  # pass: d · (low4 | high bit << 4 − 16)
+            off, base = b * 22, b * 32
+            d = fp16_at(row, off, f16)
+            qh = (np.uint32(row[off + 2]) | (np.uint32(row[off + 3]) << 8)
+                  | (np.uint32(row[off + 4]) << 16) | (np.uint32(row[off + 5]) << 24))
+            for j in range(16):
+                byte = np.int32(row[off + 6 + j])
+                lo = (byte & 0x0F) | np.int32(((qh >> j) & 1) << 4)
+                hi = (byte >> 4) | np.int32(((qh >> (j + 16)) & 1) << 4)
+                out[base + j] = d * np.float32(lo - 16)
+                out[base + j + 16] = d * np.float32(hi - 16)
+    elif kind == Q4_0:
+        for b in range(row.shape[0] // 18):  # pass: d · (q − 8)
+            off, base = b * 18, b * 32
+            d = fp16_at(row, off, f16)
+            for j in range(16):
+                byte = np.int32(row[off + 2 + j])
+                out[base + j] = d * np.float32((byte & 0x0F) - 8)
+                out[base + j + 16] = d * np.float32((byte >> 4) - 8)
+    elif kind == Q4_K:
+        for b in range(row.shape[0] // 144):  # pass: (d · sc) · q − (dmin · m) per sub-block
+            off, base = b * 144, b * 256
+            d, dmin = fp16_at(row, off, f16), fp16_at(row, off + 2, f16)
+            for g in range(4):  # 32 bytes: sub-block 2g (low nibbles), 2g + 1 (high)
+                sc0, m0 = q4_k_scale_min(row, off, 2 * g)
+                sc1, m1 = q4_k_scale_min(row, off, 2 * g + 1)
+                scale0, offset0 = d * np.float32(sc0), dmin * np.float32(m0)
+                scale1, offset1 = d * np.float32(sc1), dmin * np.float32(m1)
+                for l in range(32):
+                    byte = np.int32(row[off + 16 + 32 * g + l])
+                    out[base + 64 * g + l] = scale0 * np.float32(byte & 0x0F) - offset0
+                    out[base + 64 * g + 32 + l] = scale1 * np.float32(byte >> 4) - offset1
+    else:  # Q6_K
+        for b in range(row.shape[0] // 210):  # pass: (d · scale) · (q − 32) per 16 elements
+            off, base = b * 210, b * 256
+            d = fp16_at(row, off + 208, f16)
+            for h in range(2):
+                ql, qh, e = off + 64 * h, off + 128 + 32 * h, base + 128 * h
+                for l in range(32):
+                    low0, low1 = np.int32(row[ql + l]), np.int32(row[ql + l + 32])
+                    high = np.int32(row[qh + l])
+                    for part in range(4):  # elements l, l + 32, l + 64, l + 96
+                        low = low0 if part % 2 == 0 else low1
+                        nib = (low & 0x0F) if part < 2 else (low >> 4)
+                        q = nib | (((high >> (2 * part)) & 3) << 4)
+                        idx = e + 32 * part + l
+                        scale = d * np.float32(signed8(row[off + 192 + (idx - base) // 16]))
+                        out[idx] = scale * np.float32(q - 32)
+
+
+@njit(parallel=True, cache=True)
+def dequantize_rows(blocks, kind, rows, scale, f16, out):
+    """blocks uint8 [O, row_bytes], rows int64 [R] -> out float32 [R, I] = decode(row) · scale.
+
+    scale = 1 gives the plain dequantized rows (the multiplication by 1.0 is exact).
+    """
+    s = np.float32(scale)  # multiply in float32, as the reference does
+    for r in prange(rows.shape[0]):  # each token / tile row writes its own output row
+        decode_row(blocks[rows[r]], kind, f16, out[r])
+        if s != 1:
+            for i in range(out.shape[1]):
+                out[r, i] *= s

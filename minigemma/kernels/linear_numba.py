@@ -1,0 +1,154 @@
+"""x @ Wᵀ in Numba for float32 and every GGML block kind, without dequantizing W.
+
+    decode  (few rows of x): matvec — one prange over the output rows o; each reads its row of
+            blocks once and dots it with every x row, decoding inside the dot product:
+                out[m, o] = Σ_b d_b · Σ_j q_bj · x[m, 32b + j]      (q8_0; the other kinds alike)
+    prefill (many rows of x): the weight is decoded tile by tile (bit-exact, `blocks_numba`)
+            into a float32 buffer and multiplied by BLAS: a GEMM, never token by token.
+
+The dot products accumulate in float32 in their own order (fastmath reassociates to vectorise),
+so they match the reference's dequantize-then-matmul to float32 rounding, not bitwise.
+
+Two details keep the loops fast. The block length comes in as a run-time argument (`lanes` = 32):
+with a literal 32, LLVM unrolls the inner loop and vectorises across blocks with gathers, four
+times slower. And q4_k's minimum term needs Σ x per 32-element sub-block, which is the same for
+every output row, so it is computed once per call (`xsums`), as llama.cpp does.
+"""
+import numpy as np
+from numba import njit, prange
+
+from .blocks_numba import Q4_0, Q4_K, Q5_0, Q8_0, fp16_at, q4_k_scale_min, signed8
+
+# No "nnan"/"ninf": infinities and NaNs keep their meaning; reassociation is what we need.
+FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def dot_q8_0(row, x, f16, lanes):
+    acc = np.float32(0)
+    for b in range(row.shape[0] // 34):
+        off, base = b * 34, b * 32
+        s = np.float32(0)
+        for j in range(lanes):
+            s += np.float32(signed8(row[off + 2 + j])) * x[base + j]
+        acc += fp16_at(row, off, f16) * s
+    return acc
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def dot_q5_0(row, x, f16, lanes):
+    acc = np.float32(0)
+    half = lanes // 2
+    for b in range(row.shape[0] // 22):
+        off, base = b * 22, b * 32
+        qh = (np.int64(row[off + 2]) | (np.int64(row[off + 3]) << 8)
+              | (np.int64(row[off + 4]) << 16) | (np.int64(row[off + 5]) << 24))
+        s = np.float32(0)
+        for j in range(half):
+            byte = np.int32(row[off + 6 + j])
+            lo = (byte & 0x0F) | (np.int32((qh >> j) & 1) << 4)
+            hi = (byte >> 4) | (np.int32((qh >> (j + 16)) & 1) << 4)
+            s += np.float32(lo - 16) * x[base + j] + np.float32(hi - 16) * x[base + 16 + j]
+        acc += fp16_at(row, off, f16) * s
+    return acc
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def dot_q4_0(row, x, f16, lanes):
+    acc = np.float32(0)
+    half = lanes // 2
+    for b in range(row.shape[0] // 18):
+        off, base = b * 18, b * 32
+        s = np.float32(0)
+        for j in range(half):
+            byte = np.int32(row[off + 2 + j])
+            s += np.float32((byte & 0x0F) - 8) * x[base + j]
+            s += np.float32((byte >> 4) - 8) * x[base + 16 + j]
+        acc += fp16_at(row, off, f16) * s
+    return acc
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def dot_q4_k(row, x, xsums, f16, lanes):
+    """Σ_s (d·sc_s) Σ_j q_sj x_sj − (dmin·m_s) Σ_j x_sj over the 8 sub-blocks s of 32."""
+    acc = np.float32(0)
+    for b in range(row.shape[0] // 144):
+        off, base = b * 144, b * 256
+        d, dmin = fp16_at(row, off, f16), fp16_at(row, off + 2, f16)
+        for g in range(4):  # 32 bytes: sub-block 2g in the low nibbles, 2g + 1 in the high
+            q, e = off + 16 + 32 * g, base + 64 * g
+            s0 = np.float32(0)
+            s1 = np.float32(0)
+            for l in range(lanes):
+                byte = np.int32(row[q + l])
+                s0 += np.float32(byte & 0x0F) * x[e + l]
+                s1 += np.float32(byte >> 4) * x[e + 32 + l]
+            sc0, m0 = q4_k_scale_min(row, off, 2 * g)
+            sc1, m1 = q4_k_scale_min(row, off, 2 * g + 1)
+            sub = e // 32
+            acc += d * (np.float32(sc0) * s0 + np.float32(sc1) * s1)
+            acc -= dmin * (np.float32(m0) * xsums[sub] + np.float32(m1) * xsums[sub + 1])
+    return acc
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def dot_q6_k(row, x, f16, lanes):
+    """Σ over 16-element sub-blocks k of (d·scale_k) Σ (q − 32) x; layout in quant.dequantize_q6_k."""
+    acc = np.float32(0)
+    half = lanes // 2
+    for b in range(row.shape[0] // 210):
+        off, base = b * 210, b * 256
+        d = fp16_at(row, off + 208, f16)
+        for h in range(2):
+            ql, qh, e = off + 64 * h, off + 128 + 32 * h, base + 128 * h
+            for l0 in range(0, 32, 16):  # l0..l0+15 lie in one sub-block for each part
+                s0 = np.float32(0)
+                s1 = np.float32(0)
+                s2 = np.float32(0)
+                s3 = np.float32(0)
+                for i in range(half):
+                    l = l0 + i
+                    low0, low1 = np.int32(row[ql + l]), np.int32(row[ql + l + 32])
+                    high = np.int32(row[qh + l])
+                    s0 += np.float32(((low0 & 0x0F) | ((high & 3) << 4)) - 32) * x[e + l]
+                    s1 += np.float32(((low1 & 0x0F) | (((high >> 2) & 3) << 4)) - 32) * x[e + 32 + l]
+                    s2 += np.float32(((low0 >> 4) | (((high >> 4) & 3) << 4)) - 32) * x[e + 64 + l]
+                    s3 += np.float32(((low1 >> 4) | (((high >> 6) & 3) << 4)) - 32) * x[e + 96 + l]
+                k = off + 192 + 8 * h + l0 // 16  # scale of part p is k + 2p
+                acc += d * (np.float32(signed8(row[k])) * s0 + np.float32(signed8(row[k + 2])) * s1
+                            + np.float32(signed8(row[k + 4])) * s2
+                            + np.float32(signed8(row[k + 6])) * s3)
+    return acc
+
+
+def _matvec(blocks, kind, x, xsums, f16, lanes, out):
+    """blocks uint8 [O, row_bytes], x [M, I], xsums [M, I/32] -> out [M, O] = x @ Wᵀ."""
+    for o in prange(blocks.shape[0]):  # each output row: its weights read once, for all of x
+        row = blocks[o]
+        for m in range(x.shape[0]):
+            if kind == Q8_0:
+                out[m, o] = dot_q8_0(row, x[m], f16, lanes)
+            elif kind == Q5_0:
+                out[m, o] = dot_q5_0(row, x[m], f16, lanes)
+            elif kind == Q4_0:
+                out[m, o] = dot_q4_0(row, x[m], f16, lanes)
+            elif kind == Q4_K:
+                out[m, o] = dot_q4_k(row, x[m], xsums[m], f16, lanes)
+            else:
+                out[m, o] = dot_q6_k(row, x[m], f16, lanes)
+
+
+# One body, two entry points: small weights skip the cost of waking the thread pool.
+matvec = njit(parallel=True, fastmath=FASTMATH, cache=True)(_matvec)
+matvec_serial = njit(fastmath=FASTMATH, cache=True)(_matvec)
+
+
+@njit(cache=True)
+def block_sums(x, out):
+    """x [M, I] -> out [M, I/32]: Σ of each 32-element slice (q4_k's minimum term)."""
+    for m in range(x.shape[0]):
+        for s in range(out.shape[1]):
+            t = np.float32(0)
+            for j in range(32):
+                t += x[m, 32 * s + j]
+            out[m, s] = t
