@@ -3,7 +3,7 @@
     minigemma generate [--model DIR] [--backend numpy] --prompt TEXT [--max-new-tokens N]
                        [--temperature T --top-k K --top-p P --min-p P --repetition-penalty R
                         --seed S --stop TEXT] [--chat] [--no-stream]
-    minigemma convert SRC DST [--dtype f32|bf16] [--force]
+    minigemma convert SRC DST [--dtype f32|bf16|q8_0|q4_0] [--force]
     minigemma info DIR
     minigemma backends
 """
@@ -85,7 +85,8 @@ def build_parser():
     p = sub.add_parser("convert", help="convert an HF folder into minigemma's format")
     p.add_argument("src")
     p.add_argument("dst")
-    p.add_argument("--dtype", default="f32", choices=["f32", "bf16"])
+    p.add_argument("--dtype", default="f32", choices=["f32", "bf16", "q8_0", "q4_0"],
+                   help="storage of the matrices (norms stay f32; GGUF sources keep their blocks)")
     p.add_argument("--force", action="store_true", help="replace an existing non-empty DST")
     p.set_defaults(run=_convert)
     p = sub.add_parser("info", help="describe a converted checkpoint folder")

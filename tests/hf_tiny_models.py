@@ -38,6 +38,10 @@ CASES = {
     "gemma3-mqa-dn-scale": ("gemma3", dict(
         hidden_size=36, intermediate_size=48, num_hidden_layers=6, num_attention_heads=3,
         num_key_value_heads=1, head_dim=16, sliding_window=7, query_pre_attn_scalar=12)),
+    # every matrix input width a multiple of 32, for block-quantized storage
+    "gemma3-aligned-32": ("gemma3", dict(
+        hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, head_dim=32, sliding_window=4, query_pre_attn_scalar=32)),
 }
 VOCAB = 101
 

@@ -217,3 +217,23 @@ def test_cli_convert_and_info(hf_folder, tmp_path):
     assert info.returncode == 0 and '"family": "gemma2"' in info.stdout
     bad = subprocess.run(run + ["convert", str(tmp_path), str(tmp_path / "d")], capture_output=True, text=True)
     assert bad.returncode == 2 and "no config.json" in bad.stderr
+
+
+def test_q8_0_conversion_stays_close_and_rejects_unaligned_shapes(tmp_path):
+    from minigemma.checkpoints.convert import convert
+    folder = tmp_path / "hf"
+    make_hf_model("gemma3-aligned-32", folder)
+    f32 = minigemma.load(convert(folder, tmp_path / "a", progress=False))
+    q8 = minigemma.load(convert(folder, tmp_path / "b", dtype="q8_0", progress=False))
+    assert q8.meta["quantized"]["layers.0.q_proj"]["kind"] == "q8_0"
+    ids = [2, 3, 5, 8, 13, 21, 34, 55]
+    err = np.abs(f32.logits(ids) - q8.logits(ids)).max()
+    assert 0 < err < 0.05 * np.abs(f32.logits(ids)).max()
+    with pytest.raises(ValueError, match="not a multiple of the 32-element block"):
+        convert(_unaligned(tmp_path), tmp_path / "c", dtype="q8_0", progress=False)
+
+
+def _unaligned(tmp_path):
+    folder = tmp_path / "hf2"
+    make_hf_model("gemma-mha", folder)
+    return folder

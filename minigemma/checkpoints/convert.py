@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 from .format import write_checkpoint
 from .hf import hf_tensors
 
-STORAGE_CHOICES = ("f32", "bf16")
+STORAGE_CHOICES = ("f32", "bf16", "q8_0", "q4_0")
 
 
 def convert(src, dst, dtype="f32", progress=True, overwrite=False, extra_meta=None):

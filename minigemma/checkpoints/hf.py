@@ -10,6 +10,7 @@ import os
 import numpy as np
 
 from ..config import config_from_hf
+from ..quant import BLOCK_FORMATS, quantize
 from ..transformer import is_norm, parameter_shapes
 from .safetensors_io import SafetensorsFile
 
@@ -97,17 +98,26 @@ def hf_tensors(src, storage="f32"):
     if TIED_HEAD in located:
         _check_tied(src, located)
 
+    quantized = storage in BLOCK_FORMATS
+    if quantized:
+        block = BLOCK_FORMATS[storage].block_elems
+        for ours, shape in shapes.items():
+            if not is_norm(ours) and shape[1] % block:
+                raise ValueError(f"cannot store {ours} {shape} as {storage}: its {shape[1]} "
+                                 f"inputs are not a multiple of the {block}-element block")
+
     def produce(hf, ours):
         array = located[hf].read(hf).astype(np.float32)
         if is_norm(ours):
-            array = array + np.float32(1.0)  # zero-centred gain -> effective gain 1 + w
-        return array
+            return array + np.float32(1.0)  # zero-centred gain -> effective gain 1 + w
+        return quantize(array, storage) if quantized else array
 
     by_ours = {ours: hf for hf, ours in table.items()}
     tensors = [(ours, shape, "f32" if is_norm(ours) else storage,
                 lambda hf=by_ours[ours], ours=ours: produce(hf, ours))
                for ours, shape in shapes.items()]
-    embedding_dtype = {"f32": "float32", "bf16": "bfloat16"}[storage]
+    # √D is rounded to the dtype the embedding is stored in (quantized: dequantized to f32).
+    embedding_dtype = {"bf16": "bfloat16"}.get(storage, "float32")
     tok_path = os.path.join(src, "tokenizer.model")
     tokenizer_bytes = open(tok_path, "rb").read() if os.path.isfile(tok_path) else None
     return config, embedding_dtype, tensors, tokenizer_bytes
