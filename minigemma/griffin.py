@@ -148,7 +148,7 @@ class Griffin:
         be, c, p = self.backend, self.config, self.params
         xp = be.xp
         w = f"layers.{i}."
-        B, T, _ = x.shape
+        B = x.shape[0]
         y = be.linear(x, p[w + "y_proj"]) + p[w + "y_proj_bias"]  # [B, T, L], before the GELU
         u = be.linear(x, p[w + "x_proj"]) + p[w + "x_proj_bias"]  # [B, T, L]
         if state is None:

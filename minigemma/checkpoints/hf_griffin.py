@@ -110,5 +110,8 @@ def hf_griffin_tensors(src, storage="f32"):
                for ours, shape in shapes.items()]
     embedding_dtype = {"f32": "float32", "bf16": "bfloat16"}[storage]
     tok_path = os.path.join(src, "tokenizer.model")
-    tokenizer_bytes = open(tok_path, "rb").read() if os.path.isfile(tok_path) else None
+    tokenizer_bytes = None
+    if os.path.isfile(tok_path):
+        with open(tok_path, "rb") as f:
+            tokenizer_bytes = f.read()
     return config, embedding_dtype, tensors, tokenizer_bytes

@@ -12,7 +12,9 @@ It serves the embedding lookup (only the looked-up rows are decoded) and the row
 `linear_numba` hands to BLAS for prefill.
 """
 import numpy as np
-from numba import njit, prange
+from numba import njit
+
+from .jit_numba import kernel
 
 # Kind codes shared by the Numba kernels (a string cannot select a branch in compiled code).
 KIND_CODES = {"q8_0": 0, "q5_0": 1, "q4_0": 2, "q4_k": 3, "q6_k": 4}
@@ -107,15 +109,17 @@ def decode_row(row, kind, f16, out):
                         out[idx] = scale * np.float32(q - 32)
 
 
-@njit(parallel=True, cache=True)
-def dequantize_rows(blocks, kind, rows, scale, f16, out):
-    """blocks uint8 [O, row_bytes], rows int64 [R] -> out float32 [R, I] = decode(row) · scale.
+@kernel(fastmath=False)  # exact: bit-identical to minigemma.quant
+def dequantize_rows(loop):
+    def dequantize_rows(blocks, kind, rows, scale, f16, out):
+        """blocks uint8 [O, row_bytes], rows int64 [R] -> out float32 [R, I] = decode · scale.
 
-    scale = 1 gives the plain dequantized rows (the multiplication by 1.0 is exact).
-    """
-    s = np.float32(scale)  # multiply in float32, as the reference does
-    for r in prange(rows.shape[0]):  # each token / tile row writes its own output row
-        decode_row(blocks[rows[r]], kind, f16, out[r])
-        if s != 1:
-            for i in range(out.shape[1]):
-                out[r, i] *= s
+        scale = 1 gives the plain dequantized rows (multiplying by 1.0 is exact).
+        """
+        s = np.float32(scale)  # multiply in float32, as the reference does
+        for r in loop(rows.shape[0]):  # each token / tile row writes its own output row
+            decode_row(blocks[rows[r]], kind, f16, out[r])
+            if s != 1:
+                for i in range(out.shape[1]):
+                    out[r, i] *= s
+    return dequantize_rows

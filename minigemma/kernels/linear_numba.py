@@ -15,12 +15,16 @@ times slower. And q4_k's minimum term needs Σ x per 32-element sub-block, which
 every output row, so it is computed once per call (`xsums`), as llama.cpp does.
 """
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
-from .blocks_numba import Q4_0, Q4_K, Q5_0, Q8_0, fp16_at, q4_k_scale_min, signed8
+from .blocks_numba import (F16_TO_F32, KIND_CODES, Q4_0, Q4_K, Q5_0, Q8_0, dequantize_rows,
+                           fp16_at, q4_k_scale_min, signed8)
+from .jit_numba import FASTMATH, kernel
 
-# No "nnan"/"ninf": infinities and NaNs keep their meaning; reassociation is what we need.
-FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
+GEMM_MIN_ROWS = 8  # from this many rows of x on, decode weight tiles and call BLAS
+PARALLEL_MIN_BYTES = 1 << 18  # smaller weights: a serial matvec beats waking the threads
+TILE_BYTES = 1 << 23  # float32 tile of decoded weight rows handed to the GEMM
+LANES = 32  # the block length, passed at run time (see the module docstring)
 
 
 @njit(inline="always", fastmath=FASTMATH)
@@ -121,26 +125,24 @@ def dot_q6_k(row, x, f16, lanes):
     return acc
 
 
-def _matvec(blocks, kind, x, xsums, f16, lanes, out):
-    """blocks uint8 [O, row_bytes], x [M, I], xsums [M, I/32] -> out [M, O] = x @ Wᵀ."""
-    for o in prange(blocks.shape[0]):  # each output row: its weights read once, for all of x
-        row = blocks[o]
-        for m in range(x.shape[0]):
-            if kind == Q8_0:
-                out[m, o] = dot_q8_0(row, x[m], f16, lanes)
-            elif kind == Q5_0:
-                out[m, o] = dot_q5_0(row, x[m], f16, lanes)
-            elif kind == Q4_0:
-                out[m, o] = dot_q4_0(row, x[m], f16, lanes)
-            elif kind == Q4_K:
-                out[m, o] = dot_q4_k(row, x[m], xsums[m], f16, lanes)
-            else:
-                out[m, o] = dot_q6_k(row, x[m], f16, lanes)
-
-
-# One body, two entry points: small weights skip the cost of waking the thread pool.
-matvec = njit(parallel=True, fastmath=FASTMATH, cache=True)(_matvec)
-matvec_serial = njit(fastmath=FASTMATH, cache=True)(_matvec)
+@kernel
+def matvec(loop):
+    def matvec(blocks, kind, x, xsums, f16, lanes, out):
+        """blocks uint8 [O, row_bytes], x [M, I], xsums [M, I/32] -> out [M, O] = x @ Wᵀ."""
+        for o in loop(blocks.shape[0]):  # each output row: its weights read once, for all x
+            row = blocks[o]
+            for m in range(x.shape[0]):
+                if kind == Q8_0:
+                    out[m, o] = dot_q8_0(row, x[m], f16, lanes)
+                elif kind == Q5_0:
+                    out[m, o] = dot_q5_0(row, x[m], f16, lanes)
+                elif kind == Q4_0:
+                    out[m, o] = dot_q4_0(row, x[m], f16, lanes)
+                elif kind == Q4_K:
+                    out[m, o] = dot_q4_k(row, x[m], xsums[m], f16, lanes)
+                else:
+                    out[m, o] = dot_q6_k(row, x[m], f16, lanes)
+    return matvec
 
 
 @njit(cache=True)
@@ -152,3 +154,24 @@ def block_sums(x, out):
             for j in range(32):
                 t += x[m, 32 * s + j]
             out[m, s] = t
+
+
+def linear_blocks(x, w):
+    """x float32 [M, I] (contiguous), w a QuantizedWeight [O, I] -> x @ Wᵀ float32 [M, O]."""
+    M, (O, I) = x.shape[0], w.shape
+    kind = KIND_CODES[w.kind]
+    out = np.empty((M, O), dtype=np.float32)
+    if M < GEMM_MIN_ROWS:  # decode: dequantize inside the dot products
+        xsums = np.empty((M, I // 32 if w.kind == "q4_k" else 0), dtype=np.float32)
+        if w.kind == "q4_k":
+            block_sums(x, xsums)
+        matvec(w.blocks, kind, x, xsums, F16_TO_F32, LANES, out,
+               parallel=w.blocks.nbytes >= PARALLEL_MIN_BYTES)
+        return out
+    rows_per_tile = max(1, min(O, TILE_BYTES // (4 * I)))  # prefill: decode tiles, then GEMM
+    tile = np.empty((rows_per_tile, I), dtype=np.float32)
+    for start in range(0, O, rows_per_tile):
+        rows = np.arange(start, min(O, start + rows_per_tile))
+        dequantize_rows(w.blocks, kind, rows, 1.0, F16_TO_F32, tile)
+        out[:, start:start + rows.size] = x @ tile[:rows.size].T  # BLAS: [M, I] @ [I, tile]
+    return out
