@@ -1,9 +1,8 @@
 """Random-weight minigemma models for consistency tests (no checkpoint, no oracle needed)."""
-import numpy as np
-
 from minigemma.backends import get_backend
 from minigemma.config import GemmaConfig
-from minigemma.transformer import Transformer, is_norm, parameter_shapes
+from minigemma.random_weights import random_params as _random_params
+from minigemma.transformer import Transformer, parameter_shapes
 
 
 def tiny_config(family="gemma3", num_heads=4, num_kv_heads=2, head_dim=12, d_model=32,
@@ -23,14 +22,7 @@ def tiny_config(family="gemma3", num_heads=4, num_kv_heads=2, head_dim=12, d_mod
 
 
 def random_params(config, seed=0, std=0.2):
-    rng = np.random.default_rng(seed)
-    params = {}
-    for name, shape in parameter_shapes(config).items():
-        if is_norm(name):
-            params[name] = (1.0 + 0.5 * rng.standard_normal(shape)).astype(np.float32)
-        else:
-            params[name] = (std * rng.standard_normal(shape)).astype(np.float32)
-    return params
+    return _random_params(parameter_shapes(config), seed, std)
 
 
 def build(config, params, backend="numpy"):

@@ -1,8 +1,8 @@
 """Numba CPU backend: the NumPy reference's ops as compiled kernels (`minigemma.kernels`).
 
 Quantized weights stay quantized in memory: `prepare_weight` keeps a QuantizedWeight's GGML
-blocks as they are (copied once into writable memory), and `linear`, `embed` decode them inside
-the kernels. Float32 weights go through NumPy's BLAS. Every kernel takes C-contiguous arrays of one
+blocks as they are (a checkpoint's memory map, not even copied), and `linear` and `embed` decode
+them inside the kernels. Float32 weights go through NumPy's BLAS. Every kernel takes C-contiguous arrays of one
 dtype and Python scalars of one type, so each compiles once per process (or loads from Numba's
 cache); `warmup()` compiles them all on tiny inputs. Work below a size threshold runs in the
 kernel's serial version: waking the thread pool costs more than decode-sized loops.
@@ -53,11 +53,17 @@ class NumbaBackend(NumpyBackend):
         self._linear = linear_numba
 
     def prepare_weight(self, w):
-        """QuantizedWeight -> QuantizedWeight (blocks kept); anything else -> float32 array."""
+        """QuantizedWeight -> QuantizedWeight (blocks kept); anything else -> float32 array.
+
+        Blocks are used in place (a checkpoint's memory map is paged in on first use, never
+        copied) through a read-only view, so that every weight has the same Numba type.
+        """
         if isinstance(w, QuantizedWeight):
             if w.kind not in self._blocks.KIND_CODES:
                 raise ValueError(f"the numba backend has no kernel for block kind {w.kind!r}")
-            return QuantizedWeight(w.kind, np.array(w.blocks, dtype=np.uint8, order="C"), w.shape)
+            blocks = np.ascontiguousarray(w.blocks, dtype=np.uint8).view()
+            blocks.flags.writeable = False
+            return QuantizedWeight(w.kind, blocks, w.shape)
         return np.array(w, dtype=np.float32, order="C")  # a writable copy, off any memory map
 
     def linear(self, x, w):
@@ -158,7 +164,8 @@ class NumbaBackend(NumpyBackend):
         b, e, lin = self._blocks, self._elementwise, self._linear
         rng = np.random.default_rng(0)
         x = rng.standard_normal((2, 64)).astype(np.float32)
-        blocks = np.zeros((4, 2 * 34), dtype=np.uint8)  # 4 rows of two q8_0 blocks (I = 64)
+        blocks = self.prepare_weight(QuantizedWeight("q8_0", np.zeros((4, 68), np.uint8),
+                                                     (4, 64))).blocks  # read-only, as weights
         lin.block_sums(x, np.empty((2, 2), np.float32))
         q = rng.standard_normal((1, 3, 4, 8)).astype(np.float32)
         kv = rng.standard_normal((1, 3, 2, 8)).astype(np.float32)
