@@ -54,7 +54,7 @@ class DistillTargets:
 
     def __post_init__(self):
         lengths = np.diff(self.offsets)
-        if (self.offsets[0] != 0 or self.offsets[-1] != len(self.tokens) or (lengths < 1).any()
+        if (len(self.offsets) < 2 or self.offsets[0] != 0 or self.offsets[-1] != len(self.tokens) or (lengths < 1).any()
                 or len(self.first_target) != len(lengths) or (self.first_target < 0).any()
                 or (self.first_target >= lengths).any()):
             raise ValueError("inconsistent distillation targets: offsets must run from 0 to the "

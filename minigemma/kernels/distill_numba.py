@@ -54,12 +54,13 @@ def _distill_rows(student, teacher, temperature, grad, row_loss, status):
         sum_s, sum_t, cross = 0.0, 0.0, 0.0
         for x in range(V):
             z_s = (np.float64(student[t, x]) - m_s) / temperature
-            e_s[x] = math.exp(z_s)
-            e_t[x] = math.exp((np.float64(teacher[t, x]) - m_t) / temperature)
-            sum_s += e_s[x]
-            sum_t += e_t[x]
-            if e_t[x] > 0.0:  # 0 · log 0 = 0, even where z_S = −inf
-                cross += e_t[x] * z_s
+            p_s = math.exp(z_s)  # unnormalised until the sums are known
+            p_t = math.exp((np.float64(teacher[t, x]) - m_t) / temperature)
+            e_s[x], e_t[x] = p_s, p_t
+            sum_s += p_s
+            sum_t += p_t
+            if p_t > 0.0:  # 0 · log 0 = 0, even where z_S = −inf
+                cross += p_t * z_s
         row_loss[t] = math.log(sum_s) - cross / sum_t
         for x in range(V):
             grad[t, x] = (e_s[x] / sum_s - e_t[x] / sum_t) * scale
