@@ -75,3 +75,25 @@ def new_kv_cache(config, batch, max_len, xp):
                               positions=xp.full((batch, slots), EMPTY_SLOT, dtype=xp.int64),
                               ring=ring))
     return KVCache(layers=layers, max_len=max_len)
+
+
+def token_positions(ids, positions, cache, max_position, xp):
+    """Check ids [B, T] and give each token its position -> (ids, positions [B, T] int64).
+
+    Positions default to 0…T−1, or to continuing where `cache` stopped.
+    """
+    ids = xp.asarray(ids)
+    if ids.ndim != 2:
+        raise ValueError(f"ids must be [batch, tokens], got shape {tuple(ids.shape)}")
+    B, T = ids.shape
+    if positions is None:
+        start = cache.next_position if cache is not None else 0
+        positions = xp.broadcast_to(xp.arange(start, start + T), (B, T))
+    positions = xp.asarray(positions).astype(xp.int64)
+    if positions.shape != (B, T):
+        raise ValueError(f"positions must be [batch, tokens] = {(B, T)}, got "
+                         f"{tuple(positions.shape)}")
+    if int(positions.max()) >= max_position:
+        raise ValueError(f"position {int(positions.max())} is beyond the model's context of "
+                         f"{max_position} tokens")
+    return ids, positions

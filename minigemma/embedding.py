@@ -26,3 +26,9 @@ def embed(table, ids, scale, xp=np):
         raise ValueError(f"token ids must lie in [0, {vocab}); got min {int(ids.min())}, "
                          f"max {int(ids.max())}")
     return table[ids] * xp.float32(scale)  # [B, T, D]
+
+
+def tied_head(backend, h, table, final_norm, eps, cap=None):
+    """h [B, T, D] -> logits [B, T, V] = softcap(RMSNorm(h) @ Eᵀ): the output head shares E."""
+    logits = backend.linear(backend.rms_norm(h, final_norm, eps), table)  # [B, T, V]
+    return logits if cap is None else backend.softcap(logits, cap)

@@ -21,7 +21,8 @@ reset the RG-LRU but not the Conv1D, as in HF; the official code also masks the 
 ring buffer per attention layer: constant memory however many tokens are generated.
 Parameters use minigemma's names (`parameter_shapes`); checkpoint names stay in the converters.
 """
-from .embedding import embedding_scale
+from .cache import token_positions
+from .embedding import embedding_scale, tied_head
 from .recurrent_cache import new_griffin_cache
 from .rglru import rglru_gates
 
@@ -97,22 +98,10 @@ class Griffin:
         """
         be, c, p = self.backend, self.config, self.params
         xp = be.xp
-        ids = xp.asarray(ids)
-        if ids.ndim != 2:
-            raise ValueError(f"ids must be [batch, tokens], got shape {tuple(ids.shape)}")
-        B, T = ids.shape
-        if cache is not None and cache.batch != B:
-            raise ValueError(f"the cache holds {cache.batch} sequences but ids has {B} rows")
-        if positions is None:
-            start = cache.next_position if cache is not None else 0
-            positions = xp.broadcast_to(xp.arange(start, start + T), (B, T))
-        positions = xp.asarray(positions).astype(xp.int64)
-        if positions.shape != (B, T):
-            raise ValueError(f"positions must be [batch, tokens] = {(B, T)}, got "
-                             f"{tuple(positions.shape)}")
-        if int(positions.max()) >= c.max_position:
-            raise ValueError(f"position {int(positions.max())} is beyond the model's context of "
-                             f"{c.max_position} tokens")
+        ids, positions = token_positions(ids, positions, cache, c.max_position, xp)
+        if cache is not None and cache.batch != ids.shape[0]:
+            raise ValueError(f"the cache holds {cache.batch} sequences but ids has "
+                             f"{ids.shape[0]} rows")
         if cache is None:
             cache_layers = [None] * c.num_layers
         else:
@@ -122,10 +111,7 @@ class Griffin:
             h = self._layer(i, h, positions, cache_layers[i])
         if last_only:
             h = h[:, -1:]
-        h = be.rms_norm(h, p["final_norm"], c.rms_eps)
-        logits = be.linear(h, p["embedding"])  # [B, T, V] (tied head)
-        if c.final_softcap is not None:
-            logits = be.softcap(logits, c.final_softcap)
+        logits = tied_head(be, h, p["embedding"], p["final_norm"], c.rms_eps, c.final_softcap)
         if cache is not None:
             cache.next_position = int(positions.max()) + 1
         return logits, cache

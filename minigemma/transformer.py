@@ -12,8 +12,8 @@ Gemma 1 has pre-norms only; Gemma 2 adds the post-norms ("sandwich") and the sof
 keeps the post-norms, drops the caps and normalises q and k per head (QK-norm) before RoPE.
 Parameters use minigemma's names (`parameter_shapes`); checkpoint names stay in the converters.
 """
-from .cache import new_kv_cache
-from .embedding import embedding_scale
+from .cache import new_kv_cache, token_positions
+from .embedding import embedding_scale, tied_head
 
 
 def parameter_shapes(config):
@@ -70,28 +70,14 @@ class Transformer:
         to continuing where the cache stopped.
         """
         be, c, p = self.backend, self.config, self.params
-        xp = be.xp
-        ids = xp.asarray(ids)
-        if ids.ndim != 2:
-            raise ValueError(f"ids must be [batch, tokens], got shape {tuple(ids.shape)}")
-        B, T = ids.shape
-        if positions is None:
-            start = cache.next_position if cache is not None else 0
-            positions = xp.broadcast_to(xp.arange(start, start + T), (B, T))
-        positions = xp.asarray(positions).astype(xp.int64)
-        if int(positions.max()) >= c.max_position:
-            raise ValueError(f"position {int(positions.max())} is beyond the model's context of "
-                             f"{c.max_position} tokens")
+        ids, positions = token_positions(ids, positions, cache, c.max_position, be.xp)
         h = be.embed(p["embedding"], ids, self.embed_scale)  # [B, T, D]
         for i in range(c.num_layers):
             layer_cache = cache.layers[i] if cache is not None else None
             h = self.layer(i, h, positions, layer_cache)
         if last_only:
             h = h[:, -1:]
-        h = be.rms_norm(h, p["final_norm"], c.rms_eps)
-        logits = be.linear(h, p["embedding"])  # [B, T, V] (tied head)
-        if c.final_softcap is not None:
-            logits = be.softcap(logits, c.final_softcap)
+        logits = tied_head(be, h, p["embedding"], p["final_norm"], c.rms_eps, c.final_softcap)
         if cache is not None:
             cache.next_position = int(positions.max()) + 1
         return logits, cache
