@@ -8,6 +8,34 @@ settings.register_profile("dev", max_examples=10, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
+def _required_backends():
+    names = os.environ.get("MINIGEMMA_REQUIRE_BACKENDS", "")
+    return {name.strip() for name in names.split(",") if name.strip()}
+
+
+def _backend_names():
+    import minigemma
+    return list(minigemma.available_backends())
+
+
+@pytest.fixture(scope="session", params=_backend_names())
+def backend(request):
+    """Every backend of the registry that works here, warmed up; the others are skipped with
+    their reason, or fail when MINIGEMMA_REQUIRE_BACKENDS (e.g. "numba,cupy") names them."""
+    import minigemma
+    name = request.param
+    reason = minigemma.available_backends()[name]
+    if reason is not None:
+        message = f"backend {name!r} is not available here: {reason}"
+        if name in _required_backends():
+            pytest.fail(message + " (required by MINIGEMMA_REQUIRE_BACKENDS)")
+        pytest.skip(message)
+    be = minigemma.get_backend(name)
+    if hasattr(be, "warmup"):
+        be.warmup()
+    return be
+
+
 @pytest.fixture(scope="session")
 def cache_dir():
     """A folder kept between test sessions for large, reproducible artefacts."""

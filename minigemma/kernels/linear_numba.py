@@ -1,4 +1,4 @@
-"""x @ Wᵀ in Numba for float32 and every GGML block kind, without dequantizing W.
+"""x @ Wᵀ in Numba for the GGML block kinds the backend keeps (q8_0, q4_0, q4_k, q6_k).
 
     decode  (few rows of x): matvec — one prange over the output rows o; each reads its row of
             blocks once and dots it with every x row, decoding inside the dot product:
@@ -10,15 +10,26 @@ The dot products accumulate in float32 in their own order (fastmath reassociates
 so they match the reference's dequantize-then-matmul to float32 rounding, not bitwise.
 
 Two details keep the loops fast. The block length comes in as a run-time argument (`lanes` = 32):
-with a literal 32, LLVM unrolls the inner loop and vectorises across blocks with gathers, four
-times slower. And q4_k's minimum term needs Σ x per 32-element sub-block, which is the same for
+with a literal 32, LLVM unrolls the inner loop and vectorises across blocks with gathers, 2–5×
+slower. And q4_k's minimum term needs Σ x per 32-element sub-block, which is the same for
 every output row, so it is computed once per call (`xsums`), as llama.cpp does.
 """
+import threading
+
 import numpy as np
 from numba import njit
 
-from .blocks_numba import (F16_TO_F32, KIND_CODES, Q4_0, Q4_K, Q5_0, Q8_0, dequantize_rows,
-                           fp16_at, q4_k_scale_min, signed8)
+from .blocks_numba import (
+    F16_TO_F32,
+    KIND_CODES,
+    Q4_0,
+    Q4_K,
+    Q8_0,
+    dequantize_rows,
+    fp16_at,
+    q4_k_scale_min,
+    signed8,
+)
 from .jit_numba import FASTMATH, kernel
 
 GEMM_MIN_ROWS = 8  # from this many rows of x on, decode weight tiles and call BLAS
@@ -35,24 +46,6 @@ def dot_q8_0(row, x, f16, lanes):
         s = np.float32(0)
         for j in range(lanes):
             s += np.float32(signed8(row[off + 2 + j])) * x[base + j]
-        acc += fp16_at(row, off, f16) * s
-    return acc
-
-
-@njit(inline="always", fastmath=FASTMATH)
-def dot_q5_0(row, x, f16, lanes):
-    acc = np.float32(0)
-    half = lanes // 2
-    for b in range(row.shape[0] // 22):
-        off, base = b * 22, b * 32
-        qh = (np.int64(row[off + 2]) | (np.int64(row[off + 3]) << 8)
-              | (np.int64(row[off + 4]) << 16) | (np.int64(row[off + 5]) << 24))
-        s = np.float32(0)
-        for j in range(half):
-            byte = np.int32(row[off + 6 + j])
-            lo = (byte & 0x0F) | (np.int32((qh >> j) & 1) << 4)
-            hi = (byte >> 4) | (np.int32((qh >> (j + 16)) & 1) << 4)
-            s += np.float32(lo - 16) * x[base + j] + np.float32(hi - 16) * x[base + 16 + j]
         acc += fp16_at(row, off, f16) * s
     return acc
 
@@ -97,7 +90,7 @@ def dot_q4_k(row, x, xsums, f16, lanes):
 
 @njit(inline="always", fastmath=FASTMATH)
 def dot_q6_k(row, x, f16, lanes):
-    """Σ over 16-element sub-blocks k of (d·scale_k) Σ (q − 32) x; layout in quant.dequantize_q6_k."""
+    """Σ over the 16-element sub-blocks k of (d·scale_k) Σ (q − 32) x (quant.dequantize_q6_k)."""
     acc = np.float32(0)
     half = lanes // 2
     for b in range(row.shape[0] // 210):
@@ -114,10 +107,14 @@ def dot_q6_k(row, x, f16, lanes):
                     l = l0 + i
                     low0, low1 = np.int32(row[ql + l]), np.int32(row[ql + l + 32])
                     high = np.int32(row[qh + l])
-                    s0 += np.float32(((low0 & 0x0F) | ((high & 3) << 4)) - 32) * x[e + l]
-                    s1 += np.float32(((low1 & 0x0F) | (((high >> 2) & 3) << 4)) - 32) * x[e + 32 + l]
-                    s2 += np.float32(((low0 >> 4) | (((high >> 4) & 3) << 4)) - 32) * x[e + 64 + l]
-                    s3 += np.float32(((low1 >> 4) | (((high >> 6) & 3) << 4)) - 32) * x[e + 96 + l]
+                    q0 = (low0 & 0x0F) | ((high & 3) << 4)  # element l
+                    q1 = (low1 & 0x0F) | (((high >> 2) & 3) << 4)  # element l + 32
+                    q2 = (low0 >> 4) | (((high >> 4) & 3) << 4)  # element l + 64
+                    q3 = (low1 >> 4) | (((high >> 6) & 3) << 4)  # element l + 96
+                    s0 += np.float32(q0 - 32) * x[e + l]
+                    s1 += np.float32(q1 - 32) * x[e + 32 + l]
+                    s2 += np.float32(q2 - 32) * x[e + 64 + l]
+                    s3 += np.float32(q3 - 32) * x[e + 96 + l]
                 k = off + 192 + 8 * h + l0 // 16  # scale of part p is k + 2p
                 acc += d * (np.float32(signed8(row[k])) * s0 + np.float32(signed8(row[k + 2])) * s1
                             + np.float32(signed8(row[k + 4])) * s2
@@ -134,8 +131,6 @@ def matvec(loop):
             for m in range(x.shape[0]):
                 if kind == Q8_0:
                     out[m, o] = dot_q8_0(row, x[m], f16, lanes)
-                elif kind == Q5_0:
-                    out[m, o] = dot_q5_0(row, x[m], f16, lanes)
                 elif kind == Q4_0:
                     out[m, o] = dot_q4_0(row, x[m], f16, lanes)
                 elif kind == Q4_K:
@@ -169,9 +164,24 @@ def linear_blocks(x, w):
                parallel=w.blocks.nbytes >= PARALLEL_MIN_BYTES)
         return out
     rows_per_tile = max(1, min(O, TILE_BYTES // (4 * I)))  # prefill: decode tiles, then GEMM
-    tile = np.empty((rows_per_tile, I), dtype=np.float32)
+    tile = _scratch(rows_per_tile * I).reshape(rows_per_tile, I)
+    if rows_per_tile == O:  # one tile: the GEMM writes the result itself
+        dequantize_rows(w.blocks, kind, np.arange(O), 1.0, F16_TO_F32, tile)
+        return np.matmul(x, tile.T, out=out)  # BLAS: [M, I] @ [I, O]
     for start in range(0, O, rows_per_tile):
         rows = np.arange(start, min(O, start + rows_per_tile))
         dequantize_rows(w.blocks, kind, rows, 1.0, F16_TO_F32, tile)
-        out[:, start:start + rows.size] = x @ tile[:rows.size].T  # BLAS: [M, I] @ [I, tile]
+        out[:, start:start + rows.size] = x @ tile[:rows.size].T
     return out
+
+
+_local = threading.local()
+
+
+def _scratch(n):
+    """A float32 buffer of n elements, kept per thread: a fresh 5 MB tile per call would be
+    paged in again on every prefill matmul."""
+    buf = getattr(_local, "buf", None)
+    if buf is None or buf.size < n:
+        buf = _local.buf = np.empty(n, dtype=np.float32)
+    return buf[:n]
