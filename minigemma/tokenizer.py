@@ -50,6 +50,7 @@ import re
 import struct
 from pathlib import Path
 
+import numpy as np
 import sentencepiece as spm
 
 # SentencePiece piece types (ModelProto.SentencePiece.Type). GGUF's token_type uses the same numbers.
@@ -69,14 +70,14 @@ class Tokenizer:
         self._sp = _load_processor(serialized)
         sp = self._sp
         n = sp.get_piece_size()
-        self._pieces: list[str] = [sp.id_to_piece(i) for i in range(n)]
         # Pieces that are never text: CONTROL and UNKNOWN (HF's "special tokens" for this vocab).
-        self._is_special: list[bool] = [sp.is_control(i) or sp.is_unknown(i) for i in range(n)]
-        # Bytes each id stands for when decoded (b"" for special pieces; see _piece_bytes).
-        self._bytes: list[bytes] = [_piece_bytes(sp, i, self._pieces[i]) for i in range(n)]
+        # Per-id data is asked of SentencePiece when needed rather than copied into Python lists:
+        # three lists over 262 144 pieces would cost ~55 MB of the process.
+        self._is_special = np.fromiter((sp.is_control(i) or sp.is_unknown(i) for i in range(n)),
+                                       dtype=bool, count=n)
         # Special-token text -> id, and a regex finding such text (longest alternative first).
         self._special_ids: dict[str, int] = {
-            p: i for i, p in enumerate(self._pieces) if self._is_special[i]
+            sp.id_to_piece(int(i)): int(i) for i in np.flatnonzero(self._is_special)
         }
         alternatives = sorted(self._special_ids, key=len, reverse=True)
         self._special_re = re.compile("|".join(map(re.escape, alternatives))) if alternatives else None
@@ -120,7 +121,7 @@ class Tokenizer:
 
     @property
     def vocab_size(self) -> int:
-        return len(self._pieces)
+        return self._sp.get_piece_size()
 
     @property
     def bos_id(self) -> int:
@@ -158,12 +159,12 @@ class Tokenizer:
 
     def id_to_piece(self, token_id: int) -> str:
         """The vocabulary entry for an id, as SentencePiece spells it (spaces as "▁")."""
-        return self._pieces[self._check_id(token_id)]
+        return self._sp.id_to_piece(self._check_id(token_id))
 
     def piece_to_id(self, piece: str) -> int:
         """Id of a vocabulary entry spelled as SentencePiece does ("▁hello", "<0x41>", "<bos>")."""
         token_id = self._sp.piece_to_id(piece)
-        if self._pieces[token_id] != piece:  # SentencePiece answers unk_id for unknown pieces
+        if self._sp.id_to_piece(token_id) != piece:  # SentencePiece answers unk_id for unknown pieces
             raise ValueError(f"{piece!r} is not a piece of this vocabulary")
         return token_id
 
@@ -179,12 +180,12 @@ class Tokenizer:
 
     def is_special(self, token_id: int) -> bool:
         """True for CONTROL and UNKNOWN pieces: the ids `decode` skips."""
-        return self._is_special[self._check_id(token_id)]
+        return bool(self._is_special[self._check_id(token_id)])
 
     def _check_id(self, token_id) -> int:
         token_id = int(token_id)
-        if not 0 <= token_id < len(self._pieces):
-            raise ValueError(f"token id {token_id} is outside the vocabulary (size {len(self._pieces)})")
+        if not 0 <= token_id < self.vocab_size:
+            raise ValueError(f"token id {token_id} is outside the vocabulary (size {self.vocab_size})")
         return token_id
 
     # ------------------------------------------------------------------ encode / decode
@@ -219,8 +220,8 @@ class Tokenizer:
     def _token_bytes(self, token_id, skip_special: bool) -> bytes:
         token_id = self._check_id(token_id)
         if self._is_special[token_id] and not skip_special:
-            return self._pieces[token_id].encode("utf-8")
-        return self._bytes[token_id]
+            return self._sp.id_to_piece(token_id).encode("utf-8")
+        return _piece_bytes(self._sp, token_id, self._sp.id_to_piece(token_id))
 
     def stream_decoder(self, skip_special: bool = True) -> "StreamDecoder":
         return StreamDecoder(self, skip_special)
