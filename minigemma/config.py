@@ -10,8 +10,23 @@ FAMILIES = ("gemma", "gemma2", "gemma3")
 LAYER_KINDS = ("global", "local")
 
 
+class _ConfigFields:
+    """What both configs share: JSON round trip and copies with changes."""
+
+    @classmethod
+    def from_dict(cls, d):
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown config fields {sorted(unknown)}")
+        return cls(**d)
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+
 @dataclass(frozen=True)
-class GemmaConfig:
+class GemmaConfig(_ConfigFields):
     """One transformer decoder covering Gemma 1, 2 and 3 (text)."""
     family: str
     vocab_size: int
@@ -84,23 +99,12 @@ class GemmaConfig:
         d["layer_types"] = list(self.layer_types)
         return d
 
-    @classmethod
-    def from_dict(cls, d):
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown config fields {sorted(unknown)}")
-        return cls(**d)
-
-    def replace(self, **changes):
-        return dataclasses.replace(self, **changes)
-
 
 BLOCK_KINDS = ("recurrent", "attention")
 
 
 @dataclass(frozen=True)
-class GriffinConfig:
+class GriffinConfig(_ConfigFields):
     """RecurrentGemma (Griffin): residual blocks (recurrent, recurrent, attention) repeated.
 
     Window convention (spec §5.7, pitfall 13). A local attention layer with window W lets a
@@ -197,17 +201,6 @@ class GriffinConfig:
         d = dataclasses.asdict(self)
         d["block_pattern"] = list(self.block_pattern)
         return d
-
-    @classmethod
-    def from_dict(cls, d):
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown config fields {sorted(unknown)}")
-        return cls(**d)
-
-    def replace(self, **changes):
-        return dataclasses.replace(self, **changes)
 
 
 def _gemma3_layer_types(num_layers):

@@ -19,8 +19,8 @@ know about documents — a new sequence starts from a zero state instead.
 import numpy as np
 
 
-def conv1d(x, w, b, state, xp=np):
-    """x [B, T, L] f32, w [W, L], b [L], state [B, W−1, L] -> (y [B, T, L], state [B, W−1, L])."""
+def check_conv1d_shapes(x, w, b, state):
+    """ValueError unless x [B, T, L], w [W, L], b [L], state [B, W−1, L] fit together."""
     B, T, L = x.shape
     W = w.shape[0]
     if w.shape != (W, L) or b.shape != (L,):
@@ -29,6 +29,13 @@ def conv1d(x, w, b, state, xp=np):
     if state.shape != (B, W - 1, L):
         raise ValueError(f"conv1d state must be [batch, W−1, L] = {(B, W - 1, L)}, got "
                          f"{tuple(state.shape)}")
+
+
+def conv1d(x, w, b, state, xp=np):
+    """x [B, T, L] f32, w [W, L], b [L], state [B, W−1, L] -> (y [B, T, L], state [B, W−1, L])."""
+    check_conv1d_shapes(x, w, b, state)
+    B, T, L = x.shape
+    W = w.shape[0]
     window = xp.concatenate([state.astype(x.dtype, copy=False), x], axis=1)  # [B, W−1+T, L]
     y = xp.broadcast_to(b, (B, T, L)).astype(xp.float32)
     for k in range(W):  # tap k reads the input W−1−k steps back

@@ -62,13 +62,8 @@ def rglru_gates(x, a_param, input_gate_w, input_gate_b, recurrence_gate_w, recur
     return xp.exp(log_a), gate_x
 
 
-def rglru_scan(x, a, gate_x, h0, reset, xp=np):
-    """x, a, gate_x [B, T, L] f32, h0 [B, L] f32, reset [B, T] bool -> (y [B, T, L], h_T [B, L]).
-
-    The caller passes the decay a_t; the scan forms the normalisation itself:
-        h_t = a_t·h_{t−1} + √(1 − a_t²)·(gate_x_t·x_t),   with a_t = 0, √(…) = 1 where reset.
-    y_t = h_t. A plain loop over T: the reference every faster scan is checked against.
-    """
+def check_scan_shapes(x, a, gate_x, h0, reset):
+    """ValueError unless x, a, gate_x [B, T, L], h0 [B, L] and reset [B, T] fit together."""
     B, T, L = x.shape
     if a.shape != x.shape or gate_x.shape != x.shape:
         raise ValueError(f"rglru_scan needs x, a and gate_x of one shape, got {tuple(x.shape)}, "
@@ -76,6 +71,17 @@ def rglru_scan(x, a, gate_x, h0, reset, xp=np):
     if h0.shape != (B, L) or reset.shape != (B, T):
         raise ValueError(f"rglru_scan needs h0 [{B}, {L}] and reset [{B}, {T}], got "
                          f"{tuple(h0.shape)} and {tuple(reset.shape)}")
+
+
+def rglru_scan(x, a, gate_x, h0, reset, xp=np):
+    """x, a, gate_x [B, T, L] f32, h0 [B, L] f32, reset [B, T] bool -> (y [B, T, L], h_T [B, L]).
+
+    The caller passes the decay a_t; the scan forms the normalisation itself:
+        h_t = a_t·h_{t−1} + √(1 − a_t²)·(gate_x_t·x_t),   with a_t = 0, √(…) = 1 where reset.
+    y_t = h_t. A plain loop over T: the reference every faster scan is checked against.
+    """
+    check_scan_shapes(x, a, gate_x, h0, reset)
+    B, T, L = x.shape
     reset = xp.asarray(reset, dtype=bool)[:, :, None]  # [B, T, 1]
     multiplier = xp.where(reset, xp.float32(1.0), xp.sqrt(1 - a * a))
     a = xp.where(reset, xp.float32(0.0), a)

@@ -14,7 +14,9 @@ import os
 
 import numpy as np
 
+from ..conv1d import check_conv1d_shapes
 from ..quant import QuantizedWeight
+from ..rglru import check_scan_shapes
 from ..rope import rope_angles
 from .numpy_backend import NumpyBackend
 
@@ -185,14 +187,9 @@ class NumbaBackend(NumpyBackend):
         return out.reshape(x.shape)
 
     def conv1d(self, x, w, b, state):
+        check_conv1d_shapes(x, w, b, state)
         B, T, L = x.shape
         W = w.shape[0]
-        if w.shape != (W, L) or b.shape != (L,):
-            raise ValueError(f"conv1d weights must be w [W, {L}] and b [{L}] for x of width {L}, "
-                             f"got w {tuple(w.shape)} and b {tuple(b.shape)}")
-        if state.shape != (B, W - 1, L):
-            raise ValueError(f"conv1d state must be [batch, W−1, L] = {(B, W - 1, L)}, got "
-                             f"{tuple(state.shape)}")
         y = np.empty((B, T, L), dtype=np.float32)
         new_state = np.empty((B, W - 1, L), dtype=np.float32)
         self._recurrent.conv1d(_c(x), _c(w), _c(b), _c(state), y, new_state,
@@ -200,13 +197,8 @@ class NumbaBackend(NumpyBackend):
         return y, new_state
 
     def rglru_scan(self, x, a, gate_x, h0, reset):
+        check_scan_shapes(x, a, gate_x, h0, reset)
         B, T, L = x.shape
-        if a.shape != x.shape or gate_x.shape != x.shape:
-            raise ValueError(f"rglru_scan needs x, a and gate_x of one shape, got "
-                             f"{tuple(x.shape)}, {tuple(a.shape)} and {tuple(gate_x.shape)}")
-        if h0.shape != (B, L) or reset.shape != (B, T):
-            raise ValueError(f"rglru_scan needs h0 [{B}, {L}] and reset [{B}, {T}], got "
-                             f"{tuple(h0.shape)} and {tuple(reset.shape)}")
         y = np.empty((B, T, L), dtype=np.float32)
         h = np.empty((B, L), dtype=np.float32)
         self._recurrent.rglru_scan(_c(x), _c(a), _c(gate_x), _c(h0), _c(reset, np.bool_), y, h,

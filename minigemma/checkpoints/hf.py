@@ -84,20 +84,8 @@ def hf_tensors(src, storage="f32"):
     config = config_from_hf(hf_config)
     table = name_table(config)
     shapes = parameter_shapes(config)
-    leftover = sorted(set(located) - set(table) - {TIED_HEAD})
-    if leftover:
-        raise ValueError(f"{src}: tensors the {config.family} converter does not know: "
-                         f"{leftover[:5]}{' …' if len(leftover) > 5 else ''}")
-    missing = sorted(hf for hf in table if hf not in located)
-    if missing:
-        raise ValueError(f"{src}: missing tensors {missing[:5]}{' …' if len(missing) > 5 else ''}")
-    for hf, ours in table.items():
-        if located[hf].shape(hf) != shapes[ours]:
-            raise ValueError(f"{src}: tensor {hf!r} has shape {located[hf].shape(hf)}, the config "
-                             f"needs {shapes[ours]}")
-    if TIED_HEAD in located:
-        _check_tied(src, located)
-
+    check_source(src, located, table, {hf: shapes[ours] for hf, ours in table.items()},
+                 f"the {config.family} converter")
     quantized = storage in BLOCK_FORMATS
     if quantized:
         block = BLOCK_FORMATS[storage].block_elems
@@ -118,9 +106,34 @@ def hf_tensors(src, storage="f32"):
                for ours, shape in shapes.items()]
     # √D is rounded to the dtype the embedding is stored in (quantized: dequantized to f32).
     embedding_dtype = {"bf16": "bfloat16"}.get(storage, "float32")
-    tok_path = os.path.join(src, "tokenizer.model")
-    tokenizer_bytes = open(tok_path, "rb").read() if os.path.isfile(tok_path) else None
-    return config, embedding_dtype, tensors, tokenizer_bytes
+    return config, embedding_dtype, tensors, tokenizer_bytes(src)
+
+
+def check_source(src, located, table, expected_shapes, converter):
+    """Strictness: every source tensor known to `table` (a tied head aside), none missing, every
+    shape as `expected_shapes` {HF name: shape} says, and a stored head equal to the embedding."""
+    leftover = sorted(set(located) - set(table) - {TIED_HEAD})
+    if leftover:
+        raise ValueError(f"{src}: tensors {converter} does not know: "
+                         f"{leftover[:5]}{' …' if len(leftover) > 5 else ''}")
+    missing = sorted(hf for hf in table if hf not in located)
+    if missing:
+        raise ValueError(f"{src}: missing tensors {missing[:5]}{' …' if len(missing) > 5 else ''}")
+    for hf, expected in expected_shapes.items():
+        if located[hf].shape(hf) != tuple(expected):
+            raise ValueError(f"{src}: tensor {hf!r} has shape {located[hf].shape(hf)}, the config "
+                             f"needs {tuple(expected)}")
+    if TIED_HEAD in located:
+        _check_tied(src, located)
+
+
+def tokenizer_bytes(src):
+    """The folder's tokenizer.model, or None."""
+    path = os.path.join(src, "tokenizer.model")
+    if not os.path.isfile(path):
+        return None
+    with open(path, "rb") as f:
+        return f.read()
 
 
 def _check_tied(src, located):

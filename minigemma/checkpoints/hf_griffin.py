@@ -7,14 +7,13 @@ match the config. Layout changes, each in one place:
     norm gains w -> 1 + w, in float32 (HF adds the 1 at run time, in float32)
 HF's local attention admits W keys per query, so the config says window_includes_extra_key=False.
 """
-import os
 
 import numpy as np
 
 from ..config import config_from_hf_recurrent_gemma
 from ..griffin import parameter_shapes
 from ..transformer import is_norm
-from .hf import TIED_HEAD, _check_tied, open_hf_folder
+from .hf import check_source, open_hf_folder, tokenizer_bytes
 
 # HF name inside `model.layers.{i}.` -> minigemma name inside `layers.{i}.` (recurrent layers
 # have the linear_* / conv_1d / rg_lru tensors, attention layers the *_proj ones)
@@ -85,33 +84,19 @@ def storage_of(ours, storage):
 
 def hf_griffin_tensors(src, storage="f32"):
     """(config, embedding dtype, tensor list for `write_checkpoint`, tokenizer bytes or None)."""
+    if storage not in ("f32", "bf16"):
+        raise ValueError(f"RecurrentGemma checkpoints convert to f32 or bf16, not {storage!r}")
     hf_config, located = open_hf_folder(src)
     config = config_from_hf_recurrent_gemma(hf_config)
     table = name_table(config)
     shapes = parameter_shapes(config)
-    leftover = sorted(set(located) - set(table) - {TIED_HEAD})
-    if leftover:
-        raise ValueError(f"{src}: tensors the RecurrentGemma converter does not know: "
-                         f"{leftover[:5]}{' …' if len(leftover) > 5 else ''}")
-    missing = sorted(hf for hf in table if hf not in located)
-    if missing:
-        raise ValueError(f"{src}: missing tensors {missing[:5]}{' …' if len(missing) > 5 else ''}")
-    for hf, ours in table.items():
-        expected = hf_shape(ours, shapes[ours])
-        if located[hf].shape(hf) != expected:
-            raise ValueError(f"{src}: tensor {hf!r} has shape {located[hf].shape(hf)}, the config "
-                             f"needs {expected}")
-    if TIED_HEAD in located:
-        _check_tied(src, located)
+    check_source(src, located, table,
+                 {hf: hf_shape(ours, shapes[ours]) for hf, ours in table.items()},
+                 "the RecurrentGemma converter")
 
     by_ours = {ours: hf for hf, ours in table.items()}
     tensors = [(ours, shape, storage_of(ours, storage),
                 lambda hf=by_ours[ours], ours=ours: from_hf(ours, located[hf].read(hf)))
                for ours, shape in shapes.items()]
     embedding_dtype = {"f32": "float32", "bf16": "bfloat16"}[storage]
-    tok_path = os.path.join(src, "tokenizer.model")
-    tokenizer_bytes = None
-    if os.path.isfile(tok_path):
-        with open(tok_path, "rb") as f:
-            tokenizer_bytes = f.read()
-    return config, embedding_dtype, tensors, tokenizer_bytes
+    return config, embedding_dtype, tensors, tokenizer_bytes(src)
