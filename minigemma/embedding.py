@@ -18,13 +18,17 @@ def embedding_scale(d_model, dtype_name="float32"):
     return round_to_dtype(math.sqrt(d_model), dtype_name)
 
 
-def embed(table, ids, scale, xp=np):
-    """table [V, D] float32, ids [B, T] int -> [B, T, D] float32 (rows of the table times scale)."""
-    ids = xp.asarray(ids)
-    vocab = table.shape[0]
+def check_ids(ids, vocab):
+    """ids (any int array) -> ids, or a ValueError if one lies outside [0, vocab)."""
     if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= vocab):
         raise ValueError(f"token ids must lie in [0, {vocab}); got min {int(ids.min())}, "
                          f"max {int(ids.max())}")
+    return ids
+
+
+def embed(table, ids, scale, xp=np):
+    """table [V, D] float32, ids [B, T] int -> [B, T, D] float32 (rows of the table times scale)."""
+    ids = check_ids(xp.asarray(ids), table.shape[0])
     return table[ids] * xp.float32(scale)  # [B, T, D]
 
 

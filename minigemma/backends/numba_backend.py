@@ -15,6 +15,7 @@ import os
 import numpy as np
 
 from ..conv1d import check_conv1d_shapes
+from ..embedding import check_ids
 from ..quant import QuantizedWeight
 from ..rglru import check_scan_shapes
 from ..rope import rope_angles
@@ -109,11 +110,7 @@ class NumbaBackend(NumpyBackend):
     def embed(self, table, ids, scale):
         if not isinstance(table, QuantizedWeight):
             return super().embed(table, ids, scale)
-        ids = np.asarray(ids)
-        vocab = table.shape[0]
-        if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= vocab):
-            raise ValueError(f"token ids must lie in [0, {vocab}); got min {int(ids.min())}, "
-                             f"max {int(ids.max())}")
+        ids = check_ids(np.asarray(ids), table.shape[0])
         rows = _ints(ids.reshape(-1))
         out = np.empty((rows.size, table.shape[1]), dtype=np.float32)
         self._blocks.dequantize_rows(table.blocks, self._blocks.KIND_CODES[table.kind], rows,
