@@ -35,7 +35,7 @@ import tempfile
 from dataclasses import dataclass, field
 
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .losses import WEIGHTINGS, SparseTeacher, sample_teacher, sparse_distillation_loss
 

@@ -6,7 +6,7 @@ and written one at a time, with a progress bar.
 """
 import os
 
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .format import write_checkpoint
 from .hf import hf_tensors
