@@ -12,15 +12,7 @@ import math
 
 import numpy as np
 
-torch = None
-
-
-def _torch():
-    global torch
-    if torch is None:
-        import torch as _t
-        torch = _t
-    return torch
+from hf_tiny_models import _torch  # torch is imported lazily, once, by the Gemma oracle module
 
 
 CASES = {
