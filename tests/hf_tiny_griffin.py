@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from hf_tiny_models import _torch  # torch is imported lazily, once, by the Gemma oracle module
+from hf_tiny_models import _torch, hf_logits  # noqa: F401  (one lazy torch import; hf_logits re-exported)
 
 
 CASES = {
@@ -66,14 +66,6 @@ def make_hf_model(case, folder=None, seed=0):
     if folder is not None:
         model.save_pretrained(folder)
     return model
-
-
-def hf_logits(model, ids):
-    """ids [B, T] -> float32 logits [B, T, V] from the HF model (float32, eager, no cache)."""
-    t = _torch()
-    with t.no_grad():
-        out = model(input_ids=t.tensor(np.asarray(ids), dtype=t.long), use_cache=False)
-    return out.logits.float().numpy()
 
 
 def official_state_dict(hf_model):
