@@ -18,8 +18,8 @@ Public entry points::
     model.logits(ids)                     # np.ndarray [T, V] float32
     minigemma.available_backends()        # {"numpy": None, "numba": "reason", ...}
 """
-from .backends import available_backends, get_backend
-from .config import GemmaConfig, PRESETS, preset
+from minigemma.backends import available_backends, get_backend
+from minigemma.models.config import PRESETS, GemmaConfig, preset
 
 __version__ = "0.1.0"
 
@@ -30,13 +30,13 @@ def load(path=None, backend="numpy", max_context=None):
     `path` is a folder written by `minigemma convert` (or `minigemma.convert`). With no path the
     embedded default model is used.
     """
-    from .model import load as _load
+    from minigemma.model import load as _load
     return _load(path, backend=backend, max_context=max_context)
 
 
 def convert(src, dst, dtype="f32", progress=True, overwrite=False):
     """Convert an HF safetensors folder or a GGUF file into minigemma's format."""
-    from .checkpoints.convert import convert as _convert
+    from minigemma.formats.convert import convert as _convert
     return _convert(src, dst, dtype=dtype, progress=progress, overwrite=overwrite)
 
 

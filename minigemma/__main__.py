@@ -1,3 +1,3 @@
-from .cli import main
+from minigemma.tools.cli import main
 
 raise SystemExit(main())

@@ -8,13 +8,12 @@ import os
 
 import numpy as np
 
-from .backends import get_backend
-from .checkpoints.format import TOKENIZER_FILE, read_checkpoint
-from .generation import GenerationStats, chat_prompt, stream_text
-from .sampling import SamplingParams
-from .config import GemmaConfig
-from .transformer import Transformer
-
+from minigemma.backends import get_backend
+from minigemma.formats.native import TOKENIZER_FILE, read_checkpoint
+from minigemma.models.config import GemmaConfig
+from minigemma.models.gemma import Transformer
+from minigemma.text.generation import GenerationStats, chat_prompt, stream_text
+from minigemma.text.sampling import SamplingParams
 
 SAMPLING_ARGS = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty", "seed")
 
@@ -93,14 +92,14 @@ def network_class(config):
     """The network that runs `config`: Transformer (Gemma 1/2/3) or Griffin (RecurrentGemma)."""
     if isinstance(config, GemmaConfig):
         return Transformer
-    from .griffin import Griffin
+    from minigemma.models.griffin import Griffin
     return Griffin
 
 
 def load(path=None, backend="numpy", max_context=None):
     """Load a minigemma checkpoint folder onto a backend (weights moved once, here)."""
     if path is None:
-        from .embedded import default_model_path
+        from minigemma.tools.embedded import default_model_path
         path = default_model_path()
     path = os.fspath(path)
     be = get_backend(backend)
@@ -112,6 +111,6 @@ def load(path=None, backend="numpy", max_context=None):
     tokenizer = None
     tok_path = os.path.join(path, TOKENIZER_FILE)
     if os.path.isfile(tok_path):
-        from .tokenizer import Tokenizer
+        from minigemma.text.tokenizer import Tokenizer
         tokenizer = Tokenizer.from_file(tok_path)
     return Model(network, tokenizer, meta, path)

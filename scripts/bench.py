@@ -1,7 +1,7 @@
 """Benchmark every backend (and HF transformers) on one model: same code as `minigemma bench`."""
 import sys
 
-from minigemma.bench import main
+from minigemma.tools.bench import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -8,9 +8,9 @@ import importlib
 # name -> (module, class, probe). A probe returns None when the backend can run here, or a
 # sentence saying why not. It may import the optional dependency; nothing else does before it.
 _REGISTRY = {
-    "numpy": ("minigemma.backends.numpy_backend", "NumpyBackend", None),
-    "numba": ("minigemma.backends.numba_backend", "NumbaBackend", "probe"),
-    "cupy": ("minigemma.backends.cupy_backend", "CupyBackend", "probe"),
+    "numpy": ("minigemma.backends.reference", "NumpyBackend", None),
+    "numba": ("minigemma.backends.numba.backend", "NumbaBackend", "probe"),
+    "cupy": ("minigemma.backends.cupy.backend", "CupyBackend", "probe"),
 }
 _instances = {}
 

@@ -1,0 +1,1 @@
+"""The CuPy GPU backend (`backend`)."""

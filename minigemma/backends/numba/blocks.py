@@ -1,0 +1,138 @@
+"""GGML block decoding in Numba: a row of blocks -> float32, exactly as `minigemma.formats.gguf.blocks`.
+
+The byte layouts are documented once, in `minigemma.formats.gguf.blocks` (one `dequantize_<kind>` each); the
+decoders here walk the same bytes one block at a time and do the same float32 arithmetic in the
+same order (no fastmath: no fused multiply-add), so their output is bit-identical to the NumPy
+reference. fp16 scales are read through a 65536-entry table (`F16_TO_F32`, as ggml's
+`ggml_table_f32_f16`): one load instead of bit surgery.
+
+    dequantize_rows(blocks, kind, rows, scale, f16, out)   out[r] = decode(blocks[rows[r]]) · scale
+    widen_q5_0(w)                                          q5_0 -> q8_0, value for value
+
+`dequantize_rows` serves the embedding lookup (only the looked-up rows are decoded) and the row
+tiles that `linear_numba` hands to BLAS for prefill.
+
+Why widen q5_0: a q5_0 value is d·(q − 16) with q − 16 in [−16, 15], which a q8_0 block holds
+exactly with the same fp16 d. The q8_0 dot product is one sign-extend, convert and FMA per
+weight; q5_0's also splices a fifth bit out of a 32-bit mask, which made its matvec compute-bound
+at half the q8_0 speed per block. Widening costs 34/22 of those tensors' bytes (Gemma 3 270M
+Q4_K_M: 43 → 67 MB, +24 MB resident) and bought 70 → 83 tok/s of decode.
+"""
+import numpy as np
+from numba import njit
+
+from minigemma.backends.numba.jit import kernel
+
+# Kind codes of the kinds the kernels read (a string cannot select a branch in compiled code).
+# q5_0 is widened to q8_0 at load (`widen_q5_0`) and never reaches a kernel.
+KIND_CODES = {"q8_0": 0, "q4_0": 1, "q4_k": 2, "q6_k": 3}
+Q8_0, Q4_0, Q4_K, Q6_K = range(4)
+
+F16_TO_F32 = np.arange(65536, dtype=np.uint16).view(np.float16).astype(np.float32)  # exact
+
+
+@njit(inline="always")
+def fp16_at(row, off, f16):
+    """The little-endian fp16 at byte `off` of `row`, as float32."""
+    return f16[np.int32(row[off]) | (np.int32(row[off + 1]) << 8)]
+
+
+@njit(inline="always")
+def signed8(byte):
+    """uint8 -> its int8 value (two's complement)."""
+    return (np.int32(byte) ^ 0x80) - 0x80
+
+
+@njit(inline="always")
+def q4_k_scale_min(row, off, s):
+    """Sub-block s (0..7) of the q4_k super-block at `off`: its 6-bit (scale, min)."""
+    packed = off + 4
+    if s < 4:
+        return np.int32(row[packed + s]) & 63, np.int32(row[packed + s + 4]) & 63
+    lo = np.int32(row[packed + s + 4])
+    sc = (lo & 0x0F) | ((np.int32(row[packed + s - 4]) >> 6) << 4)
+    m = (lo >> 4) | ((np.int32(row[packed + s]) >> 6) << 4)
+    return sc, m
+
+
+@njit(cache=True)
+def decode_row(row, kind, f16, out):
+    """One row of blocks (uint8 [row_bytes]) of `kind` -> out float32 [I], bit-exact."""
+    if kind == Q8_0:
+        for b in range(row.shape[0] // 34):  # pass: d · q
+            off, base = b * 34, b * 32
+            d = fp16_at(row, off, f16)
+            for j in range(32):
+                out[base + j] = d * np.float32(signed8(row[off + 2 + j]))
+    elif kind == Q4_0:
+        for b in range(row.shape[0] // 18):  # pass: d · (q − 8)
+            off, base = b * 18, b * 32
+            d = fp16_at(row, off, f16)
+            for j in range(16):
+                byte = np.int32(row[off + 2 + j])
+                out[base + j] = d * np.float32((byte & 0x0F) - 8)
+                out[base + j + 16] = d * np.float32((byte >> 4) - 8)
+    elif kind == Q4_K:
+        for b in range(row.shape[0] // 144):  # pass: (d · sc) · q − (dmin · m) per sub-block
+            off, base = b * 144, b * 256
+            d, dmin = fp16_at(row, off, f16), fp16_at(row, off + 2, f16)
+            for g in range(4):  # 32 bytes: sub-block 2g (low nibbles), 2g + 1 (high)
+                sc0, m0 = q4_k_scale_min(row, off, 2 * g)
+                sc1, m1 = q4_k_scale_min(row, off, 2 * g + 1)
+                scale0, offset0 = d * np.float32(sc0), dmin * np.float32(m0)
+                scale1, offset1 = d * np.float32(sc1), dmin * np.float32(m1)
+                for l in range(32):
+                    byte = np.int32(row[off + 16 + 32 * g + l])
+                    out[base + 64 * g + l] = scale0 * np.float32(byte & 0x0F) - offset0
+                    out[base + 64 * g + 32 + l] = scale1 * np.float32(byte >> 4) - offset1
+    else:  # Q6_K
+        for b in range(row.shape[0] // 210):  # pass: (d · scale) · (q − 32) per 16 elements
+            off, base = b * 210, b * 256
+            d = fp16_at(row, off + 208, f16)
+            for h in range(2):
+                ql, qh, e = off + 64 * h, off + 128 + 32 * h, base + 128 * h
+                for part in range(4):  # elements l + 32·part of this half, l = 0..31
+                    low = ql + 32 * (part % 2)  # parts 0, 2: ql[l]; parts 1, 3: ql[l + 32]
+                    nibble_shift, high_shift = 4 * (part // 2), 2 * part
+                    for l0 in range(0, 32, 16):  # one int8 scale per 16 elements
+                        k = (128 * h + 32 * part + l0) // 16
+                        scale = d * np.float32(signed8(row[off + 192 + k]))
+                        for l in range(l0, l0 + 16):
+                            q = ((np.int32(row[low + l]) >> nibble_shift) & 0x0F) | (
+                                ((np.int32(row[qh + l]) >> high_shift) & 3) << 4)
+                            out[e + 32 * part + l] = scale * np.float32(q - 32)
+
+
+@kernel(fastmath=False)  # exact: bit-identical to minigemma.formats.gguf.blocks
+def dequantize_rows(loop):
+    def dequantize_rows(blocks, kind, rows, scale, f16, out):
+        """blocks uint8 [O, row_bytes], rows int64 [R] -> out float32 [R, I] = decode · scale.
+
+        scale = 1 gives the plain dequantized rows (multiplying by 1.0 is exact).
+        """
+        s = np.float32(scale)  # multiply in float32, as the reference does
+        for r in loop(rows.shape[0]):  # each token / tile row writes its own output row
+            decode_row(blocks[rows[r]], kind, f16, out[r])
+            if s != 1:
+                for i in range(out.shape[1]):
+                    out[r, i] *= s
+    return dequantize_rows
+
+
+def widen_q5_0(w):
+    """A q5_0 QuantizedWeight -> the q8_0 QuantizedWeight of exactly the same values.
+
+    Per block (layouts in minigemma.formats.gguf.blocks): d is copied; q8[j] = (low4[j] | bit j of qh << 4) − 16.
+    """
+    from minigemma.formats.gguf.blocks import QuantizedWeight
+    rows, row_bytes = w.blocks.shape
+    n = row_bytes // 22
+    src = np.ascontiguousarray(w.blocks).reshape(rows, n, 22)
+    qh = np.ascontiguousarray(src[:, :, 2:6]).view("<u4")  # [rows, n, 1]
+    high = ((qh >> np.arange(32, dtype=np.uint32)) & 1).astype(np.uint8)  # [rows, n, 32]
+    low = np.concatenate([src[:, :, 6:22] & 0x0F, src[:, :, 6:22] >> 4], axis=-1)
+    q = ((low | (high << 4)).astype(np.int8) - np.int8(16)).view(np.uint8)  # [−16, 15] as int8
+    out = np.empty((rows, n, 34), dtype=np.uint8)
+    out[:, :, :2] = src[:, :, :2]  # the fp16 scale d
+    out[:, :, 2:] = q
+    return QuantizedWeight("q8_0", out.reshape(rows, n * 34), w.shape)

@@ -1,0 +1,344 @@
+"""Read Gemma GGUF files (llama.cpp's format): hyperparameters and tensors under minigemma's
+semantic names.
+
+* :func:`read_gguf_hparams` -> a dict of :class:`minigemma.models.config.GemmaConfig` fields.
+* :func:`iter_gguf_tensors` -> ``(semantic_name, value)`` in file order, ``value`` a float32
+  array (F32/F16/BF16 tensors) or a :class:`minigemma.formats.gguf.blocks.QuantizedWeight` (block kinds
+  ``q8_0, q5_0, q4_0, q4_k, q6_k``; the blocks are kept as they are, not dequantized).
+
+Both accept a path or an already opened ``gguf.GGUFReader`` (opening one parses the
+262144-entry vocabulary, which takes seconds).
+
+Shapes.  GGUF lists a tensor's dims fastest-first, so ``blk.N.attn_q`` ``[640, 1024]`` is the
+row-major matrix ``[1024, 640]`` = HF ``q_proj`` ``[out, in]``: the logical shape is the GGUF
+dims reversed, and a quantized matrix's bytes are already ``[O, row_bytes]``.
+
+Norm gains.  Gemma's RMSNorm computes ``x / rms(x) * (1 + w)``; minigemma stores the full gain
+``g = 1 + w``.  llama.cpp's converter (``convert_hf_to_gguf.py``, Gemma/Gemma2/Gemma3
+``modify_tensors``: ``if name.endswith("norm.weight"): data_torch = data_torch + 1``) stores
+``1 + w`` for every HF tensor ending in ``norm.weight``, and llama.cpp multiplies by the stored
+weight directly.  So GGUF norms are taken exactly as stored: all seven kinds, ``attn_norm``,
+``post_attention_norm``, ``ffn_norm``, ``post_ffw_norm``, ``attn_q_norm``, ``attn_k_norm`` and
+``output_norm``, the per-head q/k norms included.
+
+How this was verified (Gemma 3 270M Q4_K_M, transformers 5.24, gguf 0.19): HF transformers
+loaded the same GGUF (``AutoModelForCausalLM.from_pretrained(dir, gguf_file=...,
+dtype=torch.float32)``).  Its GGUF loader (``modeling_gguf_pytorch_utils.py``,
+``Gemma2TensorProcessor``, used for ``gemma2`` and ``gemma3``) subtracts 1 from every tensor
+whose GGUF name contains ``norm.weight``.  Compared tensor by tensor with the GGUF: every norm
+of all seven kinds (incl. ``attn_q_norm`` / ``attn_k_norm``) satisfied ``hf == gguf - 1``
+bitwise, and every other tensor (``token_embd`` and all projections) ``hf == dequant(gguf)``
+bitwise.  Functionally, HF's ``Gemma3RMSNorm`` (``x / rms * (1 + w_hf)``) applied to random
+inputs equals ``x / rms * g_gguf`` to 1e-7 relative, for the final norm and a q_norm.  The
+stored values look like full gains too (``output_norm`` mean 26.3, ``attn_norm`` of block 0 in
+[7.4, 62.5], q/k norms mean ~1.97).  Note that HF's loader does *not* subtract 1 for the
+``gemma`` (Gemma 1) architecture, although llama.cpp's Gemma 1 converter adds it as well.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Iterator
+
+import numpy as np
+
+from minigemma.formats.gguf.blocks import BLOCK_FORMATS, QuantizedWeight
+
+# GGUF tensor name (without ".weight"; "{i}" = block index) -> minigemma semantic name.
+GGUF_TO_SEMANTIC: dict[str, str] = {
+    "token_embd": "embedding",  # [V, D]; the output projection is tied to it
+    "output_norm": "final_norm",  # [D]
+    "blk.{i}.attn_norm": "layers.{i}.pre_attn_norm",  # [D]
+    "blk.{i}.attn_q": "layers.{i}.q_proj",  # [N*H, D]
+    "blk.{i}.attn_k": "layers.{i}.k_proj",  # [K*H, D]
+    "blk.{i}.attn_v": "layers.{i}.v_proj",  # [K*H, D]
+    "blk.{i}.attn_output": "layers.{i}.o_proj",  # [D, N*H]
+    "blk.{i}.attn_q_norm": "layers.{i}.q_norm",  # [H]      (Gemma 3)
+    "blk.{i}.attn_k_norm": "layers.{i}.k_norm",  # [H]      (Gemma 3)
+    "blk.{i}.post_attention_norm": "layers.{i}.post_attn_norm",  # [D] (Gemma 2/3)
+    "blk.{i}.ffn_norm": "layers.{i}.pre_mlp_norm",  # [D]
+    "blk.{i}.post_ffw_norm": "layers.{i}.post_mlp_norm",  # [D]   (Gemma 2/3)
+    "blk.{i}.ffn_gate": "layers.{i}.gate_proj",  # [F, D]
+    "blk.{i}.ffn_up": "layers.{i}.up_proj",  # [F, D]
+    "blk.{i}.ffn_down": "layers.{i}.down_proj",  # [D, F]
+}
+
+FAMILIES = ("gemma", "gemma2", "gemma3")  # GGUF general.architecture values we read
+
+_GLOBAL_NAMES = {k: v for k, v in GGUF_TO_SEMANTIC.items() if "{i}" not in k}
+_BLOCK_NAMES = {
+    k.removeprefix("blk.{i}."): v for k, v in GGUF_TO_SEMANTIC.items() if "{i}" in k
+}
+_BLOCK_RE = re.compile(r"^blk\.(\d+)\.(.+)$")
+
+
+# ---------------------------------------------------------------------------------------
+# Opening and metadata helpers
+# ---------------------------------------------------------------------------------------
+
+
+def _reader(source):
+    """A ``gguf.GGUFReader`` for a path, or the reader itself."""
+    import gguf
+
+    if isinstance(source, gguf.GGUFReader):
+        return source
+    path = os.fspath(source)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no GGUF file at {path}")
+    return gguf.GGUFReader(path, "r")
+
+
+_MISSING = object()
+
+
+def _get(reader, key, default=_MISSING):
+    field = reader.fields.get(key)
+    if field is None:
+        if default is _MISSING:
+            raise ValueError(f"GGUF metadata lacks the required key {key!r}")
+        return default
+    return field.contents()
+
+
+def _get_int(reader, key, default=_MISSING):
+    value = _get(reader, key, default)
+    if isinstance(value, list):  # some keys may be per-layer arrays
+        if len(set(value)) != 1:
+            raise ValueError(f"GGUF key {key!r} varies per layer ({value}); not supported")
+        value = value[0]
+    return value if value is None else int(value)
+
+
+def _get_float(reader, key, default=_MISSING):
+    value = _get(reader, key, default)
+    if value is None:
+        return None
+    # GGUF stores float32: give the shortest decimal that round-trips through float32
+    # (the stored 1e-6 reads back as 9.99999997e-07 otherwise).
+    return float(str(np.float32(value)))
+
+
+def _architecture(reader) -> str:
+    arch = _get(reader, "general.architecture", None)
+    if arch not in FAMILIES:
+        raise ValueError(
+            f"unsupported GGUF architecture {arch!r}: minigemma reads {', '.join(FAMILIES)}"
+        )
+    return arch
+
+
+# ---------------------------------------------------------------------------------------
+# Hyperparameters
+# ---------------------------------------------------------------------------------------
+
+
+def read_gguf_hparams(source) -> dict:
+    """minigemma config fields (:class:`minigemma.models.config.GemmaConfig`) from GGUF metadata.
+
+    Keys: family, vocab_size, d_model, num_layers, num_heads, num_kv_heads, head_dim,
+    ffn_dim, layer_types, sliding_window, rope_base_global, rope_base_local,
+    rope_scale_global, query_pre_attn_scalar, attn_softcap, final_softcap, qk_norm,
+    post_norms, rms_eps, max_position, bos_id, eos_id, pad_id.
+
+    Values not in the file follow llama.cpp (``llama-model.cpp``, ``load_hparams``):
+
+    * Gemma 3: local (sliding) layers use RoPE base 10000 (hard-coded in llama.cpp; a
+      ``gemma3.rope.freq_base_swa`` key is honoured if present); layer ``i`` is global iff
+      ``(i + 1) % 6 == 0`` (all global when the file has no sliding window); no attention
+      softcap; final softcap only if ``gemma3.final_logit_softcapping`` is present; linear
+      RoPE scaling (``rope.scaling.type == "linear"``, Gemma 3 4B+) applies to global layers
+      only and is returned as ``rope_scale_global``.
+    * Gemma 2: even layers local, window 4096 and softcaps 50 / 30 unless the file says
+      otherwise; the same RoPE base for all layers.
+    * Gemma 1: all layers global, no softcaps.
+    * ``query_pre_attn_scalar`` (the score scale is its ``-1/2`` power): ``head_dim``, except
+      for the 27B models (46 blocks for Gemma 2, 62 for Gemma 3) where llama.cpp, following
+      gemma_pytorch, uses ``d_model / num_heads``.
+    """
+    r = _reader(source)
+    arch = _architecture(r)
+    a = arch + "."
+
+    d_model = _get_int(r, a + "embedding_length")
+    num_layers = _get_int(r, a + "block_count")
+    num_heads = _get_int(r, a + "attention.head_count")
+    num_kv_heads = _get_int(r, a + "attention.head_count_kv", num_heads)
+    head_dim = _get_int(r, a + "attention.key_length", d_model // num_heads)
+    value_dim = _get_int(r, a + "attention.value_length", head_dim)
+    if value_dim != head_dim:
+        raise ValueError(f"key_length {head_dim} != value_length {value_dim}: not supported")
+
+    rope_base_global = _get_float(r, a + "rope.freq_base", 10_000.0)
+    rope_scale_global = 1.0
+    scaling = _get(r, a + "rope.scaling.type", None)
+    if scaling not in (None, "none"):
+        factor = _get_float(r, a + "rope.scaling.factor", 1.0)
+        if scaling != "linear" and factor != 1.0:
+            raise ValueError(f"RoPE scaling {scaling!r} is not supported (only linear)")
+        rope_scale_global = factor
+    if _get(r, a + "rope.scale_linear", None) is not None:  # older spelling of the factor
+        rope_scale_global = _get_float(r, a + "rope.scale_linear")
+
+    attn_softcap = _get_float(r, a + "attn_logit_softcapping", None)
+    final_softcap = _get_float(r, a + "final_logit_softcapping", None)
+    sliding_window = _get_int(r, a + "attention.sliding_window", None)
+    if sliding_window == 0:
+        sliding_window = None
+
+    if arch == "gemma":
+        layer_types = ("global",) * num_layers
+        sliding_window = None
+        rope_base_local = rope_base_global
+        qk_norm, post_norms = False, False
+    elif arch == "gemma2":
+        sliding_window = sliding_window or 4096
+        layer_types = tuple("local" if i % 2 == 0 else "global" for i in range(num_layers))
+        rope_base_local = rope_base_global
+        attn_softcap = 50.0 if attn_softcap is None else attn_softcap
+        final_softcap = 30.0 if final_softcap is None else final_softcap
+        qk_norm, post_norms = False, True
+    else:  # gemma3
+        if sliding_window is None:
+            layer_types = ("global",) * num_layers
+        else:
+            layer_types = tuple(
+                "global" if (i + 1) % 6 == 0 else "local" for i in range(num_layers)
+            )
+        rope_base_local = _get_float(r, a + "rope.freq_base_swa", 10_000.0)
+        qk_norm, post_norms = True, True
+    if attn_softcap == 0.0:
+        attn_softcap = None
+    if final_softcap == 0.0:
+        final_softcap = None
+
+    is_27b = (arch, num_layers) in (("gemma2", 46), ("gemma3", 62))
+    query_pre_attn_scalar = float(d_model // num_heads if is_27b else head_dim)
+
+    return {
+        "family": arch,
+        "vocab_size": _vocab_size(r, arch),
+        "d_model": d_model,
+        "num_layers": num_layers,
+        "num_heads": num_heads,
+        "num_kv_heads": num_kv_heads,
+        "head_dim": head_dim,
+        "ffn_dim": _get_int(r, a + "feed_forward_length"),
+        "layer_types": layer_types,
+        "sliding_window": sliding_window,
+        "rope_base_global": rope_base_global,
+        "rope_base_local": rope_base_local,
+        "rope_scale_global": rope_scale_global,
+        "query_pre_attn_scalar": query_pre_attn_scalar,
+        "attn_softcap": attn_softcap,
+        "final_softcap": final_softcap,
+        "qk_norm": qk_norm,
+        "post_norms": post_norms,
+        "rms_eps": _get_float(r, a + "attention.layer_norm_rms_epsilon", 1e-6),
+        "max_position": _get_int(r, a + "context_length"),
+        "bos_id": _get_int(r, "tokenizer.ggml.bos_token_id", 2),
+        "eos_id": _get_int(r, "tokenizer.ggml.eos_token_id", 1),
+        "pad_id": _get_int(r, "tokenizer.ggml.padding_token_id", 0),
+    }
+
+
+def _vocab_size(r, arch) -> int:
+    size = _get_int(r, arch + ".vocab_size", None)
+    if size is not None:
+        return size
+    for t in r.tensors:
+        if t.name == "token_embd.weight":
+            return int(t.shape[-1])  # GGUF dims [D, V]
+    tokens = r.fields.get("tokenizer.ggml.tokens")
+    if tokens is not None:
+        return len(tokens.data)
+    raise ValueError("cannot tell the vocabulary size: no token_embd tensor and no vocab")
+
+
+# ---------------------------------------------------------------------------------------
+# Tensors
+# ---------------------------------------------------------------------------------------
+
+
+def semantic_name(gguf_name: str) -> str:
+    """The minigemma name of a GGUF tensor name (``blk.3.attn_q.weight`` ->
+    ``layers.3.q_proj``); ValueError for a tensor minigemma does not know."""
+    base = gguf_name.removesuffix(".weight")
+    if base in _GLOBAL_NAMES:
+        return _GLOBAL_NAMES[base]
+    m = _BLOCK_RE.match(base)
+    if m and m.group(2) in _BLOCK_NAMES:
+        return _BLOCK_NAMES[m.group(2)].format(i=int(m.group(1)))
+    hint = ""
+    if base == "output":
+        hint = " (an untied output matrix; minigemma ties the output to token_embd)"
+    raise ValueError(f"unknown GGUF tensor {gguf_name!r}{hint}")
+
+
+def _float_value(t, shape, copy: bool) -> np.ndarray:
+    kind = t.tensor_type.name
+    raw = np.asarray(t.data)
+    if kind == "F32":
+        value = raw.view(np.float32).reshape(shape)
+        return value.copy() if copy else value
+    if kind == "F16":
+        return raw.view(np.float16).reshape(shape).astype(np.float32)
+    if kind == "BF16":
+        bits = raw.view(np.uint16).reshape(shape).astype(np.uint32) << 16
+        return bits.view(np.float32)
+    raise AssertionError(kind)
+
+
+def iter_gguf_tensors(source, *, copy: bool = True) -> Iterator[tuple[str, object]]:
+    """Yield ``(semantic_name, value)`` for every tensor of a Gemma GGUF, in file order.
+
+    ``value`` is a float32 array in HF orientation (``[out, in]`` matrices, ``[n]`` vectors)
+    for F32/F16/BF16 tensors, or a :class:`QuantizedWeight` of logical shape ``[O, I]`` with
+    ``blocks`` uint8 ``[O, row_bytes]`` for the block kinds of :data:`BLOCK_FORMATS`.  Norm
+    gains are yielded exactly as stored (they are already ``1 + w``; see the module doc).
+    ``copy=False`` yields read-only views into the memory-mapped file instead of copies.
+
+    Raises ValueError naming the tensor for an unknown tensor name, a duplicate, or an
+    unsupported storage type.
+    """
+    r = _reader(source)
+    _architecture(r)
+    seen: set[str] = set()
+    for t in r.tensors:
+        name = semantic_name(t.name)
+        if name in seen:
+            raise ValueError(f"GGUF tensor {t.name!r}: {name} appears twice")
+        seen.add(name)
+        shape = tuple(int(n) for n in reversed(t.shape.tolist()))  # HF / row-major order
+        ggml_type = t.tensor_type.name
+        kind = ggml_type.lower()
+        if ggml_type in ("F32", "F16", "BF16"):
+            yield name, _float_value(t, shape, copy)
+        elif kind in BLOCK_FORMATS:
+            if len(shape) != 2:
+                raise ValueError(f"GGUF tensor {t.name!r}: quantized tensor of shape {shape}, "
+                                 f"expected a matrix")
+            blocks = np.asarray(t.data).view(np.uint8).reshape(shape[0], -1)
+            if copy:
+                blocks = blocks.copy()
+            yield name, QuantizedWeight(kind, blocks, shape)
+        else:
+            raise ValueError(
+                f"GGUF tensor {t.name!r} has storage type {ggml_type}, which minigemma does "
+                f"not read (supported: F32, F16, BF16, {', '.join(k.upper() for k in BLOCK_FORMATS)})"
+            )
+
+
+def gguf_tensor_types(source) -> dict[str, str]:
+    """``{semantic_name: storage}`` with storage ``"f32"``/``"f16"``/``"bf16"`` or a block kind
+    (``"q8_0"``, ...), without reading any tensor data."""
+    r = _reader(source)
+    return {semantic_name(t.name): t.tensor_type.name.lower() for t in r.tensors}
+
+
+if __name__ == "__main__":  # pragma: no cover - quick inspection: python -m ... FILE
+    import sys
+
+    for key, value in read_gguf_hparams(sys.argv[1]).items():
+        print(f"{key:24s} {value}")

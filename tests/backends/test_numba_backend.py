@@ -1,0 +1,165 @@
+"""What only the Numba backend promises: exact block decoding, one compilation per kernel,
+serial ≈ parallel, quantized weights kept quantized, and a clear reason when Numba is missing."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from minigemma.backends import get_backend
+from minigemma.formats.gguf.blocks import BLOCK_FORMATS, QuantizedWeight, quantize
+from minigemma.text.generation import GenerationStats, generate_ids
+from minigemma.text.sampling import Sampler, SamplingParams
+
+from helpers.backend_inputs import assert_close, quantized_params, random_blocks
+from helpers.random_models import build, random_params, tiny_config
+
+pytest.importorskip("numba")
+REF = get_backend("numpy")
+seeds = st.integers(0, 2**32 - 1)
+
+
+@pytest.fixture(scope="module")
+def nb():
+    return get_backend("numba").warmup()
+
+
+def signature_counts(be):
+    return {f"{d.py_func.__qualname__}#{i}": len(d.signatures)
+            for i, d in enumerate(be.dispatchers())}
+
+
+def test_warmup_compiles_every_kernel_once_and_a_generation_adds_none(nb):
+    """Each kernel has one signature after warm-up; prefill and decode of tiny models (float32
+    and block weights, prompts past the window) compile nothing more."""
+    before = signature_counts(nb)
+    assert set(before.values()) == {1}, before
+    config = tiny_config("gemma2", d_model=64, head_dim=16, ffn_dim=96)
+    params = random_params(config, seed=1)
+    for p in (params, quantized_params(config, params, ["q8_0", "q4_0"])):
+        model = build(config, p, nb)
+        greedy(model, [2, 5, 7] * 7, 12)
+        model.forward(np.tile(np.arange(40), (2, 1)))  # batch 2, the prefill paths
+    assert signature_counts(nb) == before
+
+
+def greedy(model, ids, n):
+    return list(generate_ids(model, ids, n, Sampler(SamplingParams()), set(), GenerationStats()))
+
+
+@given(st.sampled_from(list(BLOCK_FORMATS)), st.integers(1, 9), st.integers(1, 3),
+       st.floats(0.1, 40.0), seeds)
+def test_embedding_rows_are_bit_identical_to_the_reference(nb, kind, vocab, n_blocks, scale,
+                                                           seed):
+    rng = np.random.default_rng(seed)
+    table = random_blocks(kind, vocab, n_blocks, rng)
+    ids = rng.integers(0, vocab, size=(2, 5))
+    expected = REF.embed(REF.prepare_weight(table), ids, np.float32(scale))
+    got = nb.embed(nb.prepare_weight(table), ids, np.float32(scale))
+    np.testing.assert_array_equal(got.view(np.uint32), expected.view(np.uint32))
+
+
+def test_serial_and_parallel_kernels_agree(nb):
+    """Each kernel's two compilations (prange / range) compute the same rows: bitwise for the
+    exact kernels, to float32 rounding where fastmath lets LLVM vectorise them differently."""
+    from minigemma.backends.numba import attention as A
+    from minigemma.backends.numba import blocks as Bk
+    from minigemma.backends.numba import elementwise as E
+    from minigemma.backends.numba import linear as L
+    from minigemma.backends.numba import recurrent as R
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((5, 256)).astype(np.float32)
+    xs = np.empty((5, 8), np.float32)
+    L.block_sums(x, xs)
+    q = rng.standard_normal((2, 9, 4, 16)).astype(np.float32)
+    kv = rng.standard_normal((2, 9, 2, 16)).astype(np.float32)
+    pos = np.tile(np.arange(9), (2, 1))
+    x3 = x.reshape(5, 4, 64)
+    w = nb.prepare_weight(random_blocks("q4_k", 6, 1, rng))
+    calls = {
+        "matvec": (L.matvec, lambda: (w.blocks, Bk.KIND_CODES["q4_k"], x, xs, Bk.F16_TO_F32,
+                                      L.LANES, np.empty((5, 6), np.float32))),
+        "dequantize_rows": (Bk.dequantize_rows, lambda: (w.blocks, Bk.KIND_CODES["q4_k"],
+                                                         np.arange(6), 1.5, Bk.F16_TO_F32,
+                                                         np.empty((6, 256), np.float32))),
+        "attention": (A.attention, lambda: (q, kv, kv, pos, pos, 0.25, 4, 0.0,
+                                            np.empty_like(q))),
+        "masked_softmax": (A.masked_softmax, lambda: (x.copy(), np.arange(5), np.arange(256), 1,
+                                                      0.5, 100, 7.0)),
+        "rms_norm": (E.rms_norm, lambda: (x, x[0], 1e-6, np.empty_like(x))),
+        "rope": (E.rope, lambda: (x3, *nb._rope_table(np.arange(5)[None] * 999, 1e4, 48, 1.0),
+                                  np.empty_like(x3))),
+        "geglu": (E.geglu, lambda: (x, x[::-1].copy(), np.empty_like(x))),
+        "softcap": (E.softcap, lambda: (x, 3.0, np.empty_like(x))),
+        "log_softmax": (E.log_softmax, lambda: (x, np.empty_like(x))),
+        "conv1d": (R.conv1d, lambda: (x3, x3[0], x3[0, 0], np.ascontiguousarray(x3[:, :3]),
+                                      np.empty_like(x3), np.empty((5, 3, 64), np.float32))),
+        "rglru_scan": (R.rglru_scan, lambda: (x3, np.abs(x3) / 4, np.abs(x3) / 4, x3[:, 0].copy(),
+                                              np.zeros((5, 4), np.bool_), np.empty_like(x3),
+                                              np.empty((5, 64), np.float32))),
+    }
+    for name, (kernel, make_args) in calls.items():
+        a, b = make_args(), make_args()
+        kernel(*a, parallel=True)
+        kernel(*b, parallel=False)
+        exact = name in ("dequantize_rows", "rope", "geglu", "softcap", "conv1d", "rglru_scan")
+        for u, v in zip(a, b):
+            if isinstance(u, np.ndarray) and exact:
+                np.testing.assert_array_equal(u, v, err_msg=name)
+            elif isinstance(u, np.ndarray):
+                np.testing.assert_allclose(u, v, rtol=1e-6, atol=1e-6, err_msg=name)
+
+
+def test_gemm_tiles_and_query_chunks_give_the_same_results(nb, monkeypatch):
+    """Prefill paths split weights into row tiles and queries into chunks; tiny limits force
+    many of each."""
+    from minigemma.backends.numba import attention as attention_numba
+    from minigemma.backends.numba import linear as linear_numba
+    rng = np.random.default_rng(1)
+    w = random_blocks("q6_k", 37, 2, rng)
+    x = rng.standard_normal((3, 11, 512)).astype(np.float32)
+    q = rng.standard_normal((1, 40, 4, 8)).astype(np.float32)
+    kv = rng.standard_normal((1, 40, 1, 8)).astype(np.float32)
+    pos = np.arange(40)[None]
+    monkeypatch.setattr(linear_numba, "TILE_BYTES", 5 * 512 * 4)  # 5 rows per tile
+    monkeypatch.setattr(attention_numba, "QUERY_CHUNK", 3)
+    assert_close(nb, nb.linear(x, nb.prepare_weight(w)),
+                 REF.linear(x, REF.prepare_weight(w)), "quantized")
+    expected = REF.attention(q, kv, kv, pos, pos, scale=0.3, window=7, softcap=None)
+    assert_close(nb, nb.attention(q, kv, kv, pos, pos, scale=0.3, window=7), expected)
+
+
+def test_real_model_keeps_its_blocks_and_compiles_nothing_new(nb, real_model):
+    """No float32 copy of any block weight: the 262144 × 640 embedding stays Q8_0 (178 MB, not
+    671 MB), used in place from the checkpoint's memory map; q5_0 matrices become the q8_0
+    blocks of the same values (34/22 of their bytes). A generation adds no signature."""
+    import minigemma
+    before = signature_counts(nb)
+    model = minigemma.load(real_model.path, backend=nb)
+    params = model.network.params
+    embedding = params["embedding"]
+    assert isinstance(embedding, QuantizedWeight) and embedding.kind == "q8_0"
+    assert embedding.blocks.dtype == np.uint8 and not embedding.blocks.flags.writeable
+    quantized = [p for p in params.values() if isinstance(p, QuantizedWeight)]
+    assert len(quantized) == sum(p.ndim == 2 for p in real_model.network.params.values())
+    assert {p.kind for p in quantized} == {"q8_0", "q4_k", "q6_k"}
+    total = sum(p.nbytes for p in params.values())
+    assert total < 300e6, f"{total / 1e6:.0f} MB of weights (float32: 1070 MB)"
+    greedy(model, model.tokenizer.encode("Hello there"), 6)
+    assert signature_counts(nb) == before
+
+
+def test_weight_shapes_are_checked(nb):
+    w = nb.prepare_weight(quantize(np.ones((4, 64), np.float32), "q8_0"))
+    with pytest.raises(ValueError, match="x has 32 features, the weight"):
+        nb.linear(np.ones((1, 32), np.float32), w)
+
+
+def test_numba_backend_module_imports_without_numba_and_says_why():
+    code = ("import sys; sys.modules['numba'] = None; import minigemma; "
+            "from minigemma.backends import numba_backend; "
+            "print(minigemma.available_backends()['numba'])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "Numba is not installed" in out.stdout and "minigemma[numba]" in out.stdout
