@@ -159,7 +159,7 @@ def test_weight_shapes_are_checked(nb):
 
 def test_numba_backend_module_imports_without_numba_and_says_why():
     code = ("import sys; sys.modules['numba'] = None; import minigemma; "
-            "from minigemma.backends import numba_backend; "
+            "from minigemma.backends.numba import backend; "
             "print(minigemma.available_backends()['numba'])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "Numba is not installed" in out.stdout and "minigemma[numba]" in out.stdout
