@@ -1,5 +1,5 @@
 """Import of HF transformers safetensors folders (GemmaForCausalLM, Gemma2ForCausalLM,
-Gemma3ForCausalLM): the only place HF tensor names appear (spec §6.1).
+Gemma3ForCausalLM): the only place HF tensor names appear (docs/formats.md#hf-gemma).
 
 The converter is strict: every source tensor must be consumed and every shape must match the
 config. Norm gains get their + 1 here, once, in float32 (HF adds it at run time, in float32).
@@ -24,7 +24,7 @@ LAYER_NAMES = {
     "self_attn.q_norm.weight": "q_norm",
     "self_attn.k_norm.weight": "k_norm",
     # Gemma 1 calls its pre-MLP norm "post_attention_layernorm"; Gemma 2/3 use that name for the
-    # norm of the attention output and add "pre_feedforward_layernorm" (pitfall 19).
+    # norm of the attention output and add "pre_feedforward_layernorm" (docs/numerics.md#norm-names).
     "post_attention_layernorm.weight": {"gemma": "pre_mlp_norm", "gemma2": "post_attn_norm",
                                         "gemma3": "post_attn_norm"},
     "pre_feedforward_layernorm.weight": {"gemma": None, "gemma2": "pre_mlp_norm",

@@ -1,5 +1,5 @@
 """Import of HF transformers RecurrentGemma folders (`RecurrentGemmaForCausalLM`, model_type
-"recurrent_gemma"): the only place HF's RecurrentGemma tensor names appear (spec §6.2).
+"recurrent_gemma"): the only place HF's RecurrentGemma tensor names appear (docs/formats.md#hf-recurrentgemma).
 
 Strict, like the Gemma converter: every source tensor must be consumed and every shape must
 match the config. Layout changes, each in one place:

@@ -1,7 +1,7 @@
 """Import of official `recurrentgemma` PyTorch checkpoints (google-deepmind/recurrentgemma,
 `recurrentgemma.torch.Griffin`): a flat state dict {name: tensor}, from a `.pt` file (read with
 `torch.load(..., weights_only=True)`, never unpickling code) or already in memory. The only
-place the official tensor names appear (spec §5, RG `torch/modules.py`, `torch/layers.py`).
+place the official tensor names appear (docs/formats.md#official-recurrentgemma; recurrentgemma's `torch/modules.py`, `torch/layers.py`).
 
 A state dict records shapes but not every hyperparameter. Inferred from shapes: vocabulary,
 width, layer kinds, heads (RG-LRU gate blocks or key width), RG-LRU width, MLP width, conv

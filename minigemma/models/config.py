@@ -1,7 +1,7 @@
 """Model configurations: frozen, validated dataclasses with a named preset per released size.
 
 A config describes the model only — never the backend, dtype policy or sampling. Numbers and
-their sources: spec §2.1 (Gemma 1), §3.1 (Gemma 2), §4.1 (Gemma 3), §5.1 (RecurrentGemma).
+their sources: docs/architecture.md#hyperparameters.
 """
 import dataclasses
 from dataclasses import dataclass, field
@@ -107,7 +107,7 @@ BLOCK_KINDS = ("recurrent", "attention")
 class GriffinConfig(_ConfigFields):
     """RecurrentGemma (Griffin): residual blocks (recurrent, recurrent, attention) repeated.
 
-    Window convention (spec §5.7, pitfall 13). A local attention layer with window W lets a
+    Window convention (docs/numerics.md#recurrentgemma-window). A local attention layer with window W lets a
     query see W keys including its own when `window_includes_extra_key` is False (HF
     transformers: q − k < W), and W + 1 keys when it is True (the official `recurrentgemma`
     code, JAX and PyTorch, with which the models were trained: q − k ≤ W). The two agree while
@@ -118,7 +118,7 @@ class GriffinConfig(_ConfigFields):
     `max_position` bounds generation only. Nothing in the network depends on it: the recurrent
     state has a fixed size, RoPE is relative and attention sees at most the window, so decoding
     runs in constant memory at any length. 8192 is the Gemma family's context and the sequence
-    length the RecurrentGemma report gives for training (spec §11: not re-read from the PDF);
+    length the RecurrentGemma report gives for training (docs/architecture.md#hyperparameters says how sure that is);
     past it the model runs but its quality is untested.
     """
     vocab_size: int
@@ -126,7 +126,7 @@ class GriffinConfig(_ConfigFields):
     num_layers: int
     num_heads: int
     lru_width: int
-    ffn_dim: int  # per branch (HF's intermediate_size is twice this, pitfall 16)
+    ffn_dim: int  # per branch (HF's intermediate_size is twice this: docs/numerics.md#recurrentgemma-ffn-width)
     attention_window: int = 2048
     conv_width: int = 4
     num_kv_heads: int = 1
@@ -233,7 +233,7 @@ PRESETS = {
     "gemma-2b": _gemma1(2048, 18, 8, 1, 16384),
     "gemma-7b": _gemma1(3072, 28, 16, 16, 24576),
     "gemma2-2b": _gemma2(2304, 26, 8, 4, 256, 9216, 256.0),
-    "gemma2-9b": _gemma2(3584, 42, 16, 8, 256, 14336, 256.0),  # 256, not D/N = 224 (pitfall 5)
+    "gemma2-9b": _gemma2(3584, 42, 16, 8, 256, 14336, 256.0),  # 256, not D/N = 224 (docs/numerics.md#query-scale)
     "gemma2-27b": _gemma2(4608, 46, 32, 16, 128, 36864, 144.0),  # D/N = 144, not H = 128
     "gemma3-270m": _gemma3(640, 18, 2048),
     "gemma3-1b": _gemma3(1152, 26, 6912),
@@ -295,7 +295,7 @@ def config_from_hf(hf):
                          f"{', '.join(HF_MODEL_TYPES)} (recurrent_gemma: see the Griffin converter)")
     family = HF_MODEL_TYPES[model_type]
     act = hf.get("hidden_activation") or hf.get("hidden_act") or "gelu_pytorch_tanh"
-    # Gemma 1 hub configs say "gelu" but every Gemma uses the tanh approximation (pitfall 1).
+    # Gemma 1 hub configs say "gelu" but every Gemma uses the tanh approximation (docs/numerics.md#tanh-gelu).
     if act not in ("gelu_pytorch_tanh", "gelu", "gelu_tanh"):
         raise ValueError(f"config.json: activation {act!r} is not Gemma's tanh GELU")
     if hf.get("use_bidirectional_attention"):
@@ -327,10 +327,10 @@ def config_from_hf(hf):
 
 
 def config_from_hf_recurrent_gemma(hf):
-    """A GriffinConfig from the dict of an HF RecurrentGemma `config.json` (spec §6.2).
+    """A GriffinConfig from the dict of an HF RecurrentGemma `config.json` (docs/formats.md#hf-recurrentgemma).
 
     HF's local attention admits W keys per query, so `window_includes_extra_key` is False.
-    HF's `intermediate_size` is twice the per-branch MLP width (pitfall 16), and HF's
+    HF's `intermediate_size` is twice the per-branch MLP width (docs/numerics.md#recurrentgemma-ffn-width), and HF's
     `num_key_value_heads` defaults to `num_attention_heads` (the released configs say 1).
     """
     if hf.get("model_type") != "recurrent_gemma":

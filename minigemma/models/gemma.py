@@ -1,4 +1,4 @@
-"""The Gemma 1 / 2 / 3 decoder, driven by a GemmaConfig (spec §2.2, §3.2, §4.2, §9.1).
+"""The Gemma 1 / 2 / 3 decoder, driven by a GemmaConfig (docs/architecture.md#gemma-decoder).
 
     h = E[ids] · sqrt(D)
     for each layer:

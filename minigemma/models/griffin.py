@@ -1,4 +1,4 @@
-"""RecurrentGemma: the Griffin network (De et al. 2024; Botev et al. 2024; spec §5, §9.2).
+"""RecurrentGemma: the Griffin network (De et al. 2024; Botev et al. 2024; docs/architecture.md#recurrentgemma).
 
     h = E[ids] · bf16(sqrt(D))                       the scale is rounded to bf16, always
     for each layer (pattern recurrent, recurrent, attention, repeated):
@@ -14,10 +14,10 @@
                                  scale H^(−½), output projection with bias
     MLP (with biases):           (gelu_tanh(x W_gateᵀ + b_gate) ⊙ (x W_upᵀ + b_up)) W_downᵀ + b_down
 
-Only pre-norms, no attention soft-cap. A token at position 0 resets the RG-LRU (spec §5.8), so
-positions must start at 0 on BOS (pitfall 18). Packed documents (a position 0 after the start)
-reset the RG-LRU but not the Conv1D, as in HF; the official code also masks the conv (pitfall
-17). The decoding cache (`recurrent_cache`) holds conv inputs, RG-LRU states and a window-sized
+Only pre-norms, no attention soft-cap. A token at position 0 resets the RG-LRU, so
+positions must start at 0 on BOS (docs/numerics.md#positions-start-at-0). Packed documents (a position 0 after the start)
+reset the RG-LRU but not the Conv1D, as in HF; the official code also masks the conv
+(docs/numerics.md#conv-across-documents). The decoding cache (`recurrent_cache`) holds conv inputs, RG-LRU states and a window-sized
 ring buffer per attention layer: constant memory however many tokens are generated.
 Parameters use minigemma's names (`parameter_shapes`); checkpoint names stay in the converters.
 """
@@ -78,7 +78,7 @@ class Griffin:
         self.params = params  # {name: backend weight}
         self.backend = backend
         # RecurrentGemma rounds sqrt(D) to bf16 whatever the weights' dtype ("to match
-        # training", spec §1.3), so `embedding_dtype` does not change the scale.
+        # training", docs/architecture.md#embedding-scale), so `embedding_dtype` does not change the scale.
         self.embed_scale = embedding_scale(config.d_model, "bfloat16")
 
     def new_cache(self, batch=1, max_len=None):

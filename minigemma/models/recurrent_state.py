@@ -1,6 +1,6 @@
 """Decoding state of a Griffin (RecurrentGemma) model: its size does not grow with the tokens.
 
-| layer     | what is kept (spec §5.7)                                  | shape                 |
+| layer     | what is kept (docs/architecture.md#griffin-decoding-state)                                  | shape                 |
 |-----------|-----------------------------------------------------------|-----------------------|
 | recurrent | `conv`: the last W_conv − 1 inputs of the Conv1D          | [B, W_conv − 1, L] f32 |
 |           | `rglru`: the RG-LRU state h                               | [B, L] float32        |

@@ -1,7 +1,7 @@
 """Scaled dot-product attention with grouped query heads, soft-cap and sliding windows.
 
 Vaswani et al. 2017; MQA (Shazeer 2019) and GQA (Ainslie et al. 2023) as used by Gemma;
-spec §1.5–1.6. For query head n, reading kv head k = n // G (G = N / K query heads per kv head):
+docs/architecture.md#attention. For query head n, reading kv head k = n // G (G = N / K query heads per kv head):
 
     s[t, s'] = softcap(q_t · k_s' · scale)          scale = query_pre_attn_scalar^(−½)
     s[t, s'] = −∞  unless  0 ≤ pos(s') ≤ pos(t)  and  pos(t) − pos(s') < window

@@ -1,4 +1,4 @@
-"""Causal depthwise temporal convolution with bias (Griffin, De et al. 2024, §2.4; spec §5.4).
+"""Causal depthwise temporal convolution with bias (Griffin, De et al. 2024, §2.4; docs/architecture.md#conv1d).
 
 Each of the L channels is filtered on its own (depthwise) over the last W inputs (causal):
 
@@ -13,7 +13,7 @@ y as one call, and decoding a token needs only W−1 remembered inputs.
 Layouts: the official `recurrentgemma` code stores w as [W, L] (as here); HF stores a PyTorch
 `Conv1d(groups=L)` weight [L, 1, W] with the same tap order (`W_hf[l, 0, k] = w[k, l]`).
 Departure: in a packed multi-document prefill the official code also zeroes the taps that reach
-back across a document start (segment position 0, pitfall 17); this function, like HF, does not
+back across a document start (segment position 0, docs/numerics.md#conv-across-documents); this function, like HF, does not
 know about documents — a new sequence starts from a zero state instead.
 """
 import numpy as np

@@ -1,4 +1,4 @@
-"""Token embedding with Gemma's sqrt(D) scale (Gemma report §2; spec §1.3).
+"""Token embedding with Gemma's sqrt(D) scale (Gemma report §2; docs/architecture.md#embedding-scale).
 
     h_0 = E[ids] · round_dtype(sqrt(D))
 

@@ -4,7 +4,7 @@
     MLP(x)       = (gelu_tanh(x W_gateᵀ) ⊙ (x W_upᵀ)) W_downᵀ
 
 Every Gemma model uses the tanh approximation; the exact (erf) GELU is wrong for all of them
-(pitfall 1). No biases in Gemma 1/2/3 (RecurrentGemma adds them in its model code).
+(docs/numerics.md#tanh-gelu). No biases in Gemma 1/2/3 (RecurrentGemma adds them in its model code).
 """
 import math
 

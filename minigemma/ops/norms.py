@@ -6,7 +6,7 @@
 Gemma stores w centred on zero (initialised to 0), so the effective gain is 1 + w. minigemma's
 checkpoints store the effective gain g = 1 + w: the HF converter adds the 1 once, in float32 (as
 HF does at run time); llama.cpp's GGUF files already hold 1 + w. This function therefore takes g.
-Everything is computed in float32, whatever the input dtype (spec §1.1, pitfall 2).
+Everything is computed in float32, whatever the input dtype (docs/numerics.md#rmsnorm-in-float32).
 """
 import numpy as np
 

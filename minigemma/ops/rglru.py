@@ -1,4 +1,4 @@
-"""Real-Gated Linear Recurrent Unit, RG-LRU (Griffin, De et al. 2024, §2.4; spec §5.5).
+"""Real-Gated Linear Recurrent Unit, RG-LRU (Griffin, De et al. 2024, §2.4; docs/architecture.md#rg-lru).
 
 The paper, per channel, for an input x_t (here the Conv1D output, width L):
 
@@ -19,7 +19,7 @@ Since log σ(Λ) = −softplus(−Λ), this is the paper's a_t with θ = −Λ: 
 and the base decay is a = σ(−θ) = exp(−softplus(θ)). For every θ and r_t in (0, 1), a_t lies in
 (0, 1) (in float32 it can round to exactly 0 or 1, which the update still handles).
 
-Reset (spec §5.8, pitfall 18): at a segment start (position 0) the state is dropped: a_t = 0 and
+Reset (docs/numerics.md#positions-start-at-0): at a segment start (position 0) the state is dropped: a_t = 0 and
 the normalisation √(1 − a_t²) is replaced by 1, so h_t = i_t ⊙ x_t.
 
 Bound: if |i_t ⊙ x_t| ≤ M and a_t ≤ a* < 1 for all t, then

@@ -1,4 +1,4 @@
-"""Rotary position embedding, half-split layout (Su et al. 2021; spec §1.4).
+"""Rotary position embedding, half-split layout (Su et al. 2021; docs/architecture.md#rope).
 
 For a rotated width d (d = H for Gemma 1/2/3, d = H/2 for RecurrentGemma) and position p:
 
@@ -9,7 +9,7 @@ For a rotated width d (d = H for Gemma 1/2/3, d = H/2 for RecurrentGemma) and po
 Pairs are (i, i + d/2), not interleaved (2i, 2i+1): every Gemma reference and HF use this layout,
 so no weight permutation is needed anywhere. `scale` is linear position interpolation (only the
 global layers of the larger Gemma 3 models use it). Angles are computed in float32 from exact
-integer positions (pitfall 4: bf16 angles lose precision at large positions).
+integer positions (docs/numerics.md#rope-in-float32: bf16 angles lose precision at large positions).
 """
 import numpy as np
 

@@ -1,4 +1,4 @@
-"""Logit soft-capping (Gemma 2 report §2; spec §1.5, §3.2).
+"""Logit soft-capping (Gemma 2 report §2; docs/architecture.md#soft-capping).
 
     softcap(x) = cap · tanh(x / cap)
 

@@ -1,4 +1,4 @@
-"""Losses of next-token prediction and of distillation (Gemma 2, Gemma 3, Gemini Nano; spec §8).
+"""Losses of next-token prediction and of distillation (Gemma 2, Gemma 3, Gemini Nano; docs/distillation.md).
 
 Notation: T positions (flatten a batch into T), V vocabulary, z logits [T, V], τ temperature,
 P = softmax(z / τ) per position, H(P) = −Σ_x P(x) log P(x) the entropy.
@@ -9,7 +9,7 @@ P = softmax(z / τ) per position, H(P) = −Σ_x P(x) log P(x) the entropy.
     kl_divergence(z_S, z_T, τ)     = (1/T) Σ_t KL(P_T,t ‖ P_S,t)
                                    = distillation_loss − (1/T) Σ_t H(P_T,t)
 
-Gemma 2 trains its 2B and 9B models on "min_{P_S} Σ_x −P_T(x | x_c) log P_S(x | x_c)" (spec §8.1):
+Gemma 2 trains its 2B and 9B models on "min_{P_S} Σ_x −P_T(x | x_c) log P_S(x | x_c)" (docs/distillation.md#gemma-2):
 the cross-entropy, `distillation_loss`. Gemini Nano is distilled from larger Gemini models (§8.4).
 The KL divergence differs from the cross-entropy only by the teacher's entropy, which does not
 depend on the student: the two have the same gradient and the same minimiser P_S = P_T, where the
@@ -24,7 +24,7 @@ loss by τ² so that its gradient keeps its size as τ changes; the Gemma report
 temperature, and nothing here multiplies by τ² (do it yourself when mixing with a hard loss).
 Cross-entropy is the same formula with a one-hot teacher and τ = 1: (softmax(z) − onehot(y)) / T.
 
-Sparse teacher (Gemma 3, spec §8.3): dense targets cost T·V floats, 1 MiB per position for Gemma's
+Sparse teacher (Gemma 3, docs/distillation.md#sparse-targets): dense targets cost T·V floats, 1 MiB per position for Gemma's
 262 144-token vocabulary. `sample_teacher` keeps k drawn ids per position with weights, and
 `sparse_distillation_loss` reads them as the distribution q_t = Σ_j w_tj δ(id_tj) in place of P_T.
 
@@ -337,7 +337,7 @@ def sample_teacher(teacher_logits, k, seed, temperature=1.0, weighting="frequenc
     the sparse loss is an UNBIASED estimate of the dense distillation loss, and its gradient of the
     dense gradient (both are linear in the weights).
     weighting="renormalised" stores instead the teacher's probabilities of the distinct drawn ids
-    divided by their sum (the Gemma 3 recipe as its report describes it, spec §8.3). Its variance
+    divided by their sum (the Gemma 3 recipe as its report describes it, docs/distillation.md#sparse-targets). Its variance
     is lower but it is BIASED towards the teacher's likely ids: with k = 2 draws from
     P_T = (0.9, 0.1) its expected weights are (0.972, 0.028).
 

@@ -150,7 +150,7 @@ def test_gelu_tanh_matches_torch_and_is_not_erf():
                                                 (1152, "bfloat16", 34.0), (3072, "bfloat16", 55.5),
                                                 (2560, "bfloat16", 50.5), (3584, "float16", 59.875)])
 def test_embedding_scale_rounded_to_weight_dtype(d, dtype, expected):
-    assert abs(float(embedding_scale(d, dtype)) - expected) < 1e-5  # values from spec §1.3
+    assert abs(float(embedding_scale(d, dtype)) - expected) < 1e-5  # values from docs/architecture.md#embedding-scale
 
 
 def test_embed_rejects_out_of_range_ids():
