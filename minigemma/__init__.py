@@ -18,8 +18,9 @@ Public entry points::
     model.logits(ids)                     # np.ndarray [T, V] float32
     minigemma.available_backends()        # {"numpy": None, "numba": "reason", ...}
 """
-from minigemma.backends import available_backends, get_backend
-from minigemma.models.config import PRESETS, GemmaConfig, preset
+# The public names, re-exported here.
+from minigemma.backends import available_backends, get_backend  # noqa: F401
+from minigemma.models.config import PRESETS, GemmaConfig, preset  # noqa: F401
 
 __version__ = "0.1.0"
 
@@ -38,7 +39,3 @@ def convert(src, dst, dtype="f32", progress=True, overwrite=False):
     """Convert an HF safetensors folder or a GGUF file into minigemma's format."""
     from minigemma.formats.convert import convert as _convert
     return _convert(src, dst, dtype=dtype, progress=progress, overwrite=overwrite)
-
-
-__all__ = ["load", "convert", "available_backends", "get_backend", "GemmaConfig", "PRESETS",
-           "preset", "__version__"]

@@ -27,27 +27,23 @@ divided by the temperature, so huge logits (1e30), -inf entries and extreme temp
 NaNs. +inf logits are read as "infinitely more likely than any finite logit": the distribution is
 uniform over them.
 """
-from __future__ import annotations
 
 import math
 import numbers
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
 _FLOAT64_MAX = np.finfo(np.float64).max
 
 
-# --------------------------------------------------------------------------------------------
 # Parameters
-# --------------------------------------------------------------------------------------------
 
-def _is_number(value) -> bool:
+def _is_number(value):
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
-def _is_int(value) -> bool:
+def _is_int(value):
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
@@ -94,15 +90,13 @@ class SamplingParams:
             raise ValueError(f"seed must be None or an integer >= 0, got {s!r}")
 
     @property
-    def greedy(self) -> bool:
+    def greedy(self):
         return self.temperature == 0
 
 
-# --------------------------------------------------------------------------------------------
 # Small helpers
-# --------------------------------------------------------------------------------------------
 
-def _as_logits(logits) -> np.ndarray:
+def _as_logits(logits):
     """Validate a [V] logits vector and return it as a new float64 array."""
     x = np.array(logits, dtype=np.float64)  # always a copy
     if x.ndim != 1 or x.size == 0:
@@ -114,7 +108,7 @@ def _as_logits(logits) -> np.ndarray:
     return x
 
 
-def _shift_max_to_zero(x: np.ndarray) -> np.ndarray:
+def _shift_max_to_zero(x):
     """x - max(x), so the largest logit is exactly 0 (softmax does not change).
 
     If some logits are +inf, they become 0 and every other logit -inf: the limit of the
@@ -127,20 +121,20 @@ def _shift_max_to_zero(x: np.ndarray) -> np.ndarray:
         return x - top
 
 
-def softmax(logits) -> np.ndarray:
+def softmax(logits):
     """[V] logits -> [V] float64 probabilities; exp(-inf) = 0. NaN-free for any valid logits."""
     e = np.exp(_shift_max_to_zero(_as_logits(logits)))
     return e / e.sum()  # the sum is >= 1: the top logit contributes exp(0)
 
 
-def _keep_only(logits: np.ndarray, keep: np.ndarray) -> np.ndarray:
+def _keep_only(logits, keep):
     """logits where `keep` (a bool mask or index array), -inf elsewhere."""
     out = np.full_like(logits, -np.inf)
     out[keep] = logits[keep]
     return out
 
 
-def _context_ids(previous_ids: Sequence[int], vocab_size: int) -> np.ndarray:
+def _context_ids(previous_ids, vocab_size):
     """Unique token ids of the context, checked to lie in [0, V)."""
     ids = np.unique(np.asarray(previous_ids, dtype=np.int64).reshape(-1))
     if ids.size and (ids[0] < 0 or ids[-1] >= vocab_size):
@@ -149,11 +143,9 @@ def _context_ids(previous_ids: Sequence[int], vocab_size: int) -> np.ndarray:
     return ids
 
 
-# --------------------------------------------------------------------------------------------
 # The pieces, in the order they are applied
-# --------------------------------------------------------------------------------------------
 
-def apply_repetition_penalty(logits, previous_ids: Sequence[int], penalty: float) -> np.ndarray:
+def apply_repetition_penalty(logits, previous_ids, penalty):
     """CTRL repetition penalty (Keskar et al. 2019), as in transformers and llama.cpp.
 
     For every distinct token id in `previous_ids`: logit / penalty if logit > 0, else
@@ -173,7 +165,7 @@ def apply_repetition_penalty(logits, previous_ids: Sequence[int], penalty: float
     return out
 
 
-def apply_temperature(logits, temperature: float) -> np.ndarray:
+def apply_temperature(logits, temperature):
     """(logits - max) / temperature, for temperature > 0.
 
     Softmax is shift-invariant, so subtracting the max changes no probability; it keeps the top
@@ -185,7 +177,7 @@ def apply_temperature(logits, temperature: float) -> np.ndarray:
         return _shift_max_to_zero(_as_logits(logits)) / temperature
 
 
-def top_k_filter(logits, top_k: int | None) -> np.ndarray:
+def top_k_filter(logits, top_k):
     """Keep the top_k largest logits, set the rest to -inf.
 
     Exactly min(top_k, V) entries are kept; ties at the boundary go to the lowest token ids
@@ -203,7 +195,7 @@ def top_k_filter(logits, top_k: int | None) -> np.ndarray:
     return _keep_only(x, keep)
 
 
-def top_p_filter(logits, top_p: float | None) -> np.ndarray:
+def top_p_filter(logits, top_p):
     """Nucleus filter (Holtzman et al. 2019): keep the smallest set of most likely tokens whose
     probability mass is >= top_p, set the rest to -inf.
 
@@ -225,7 +217,7 @@ def top_p_filter(logits, top_p: float | None) -> np.ndarray:
     return _keep_only(x, ranked[:n_keep])
 
 
-def min_p_filter(logits, min_p: float | None) -> np.ndarray:
+def min_p_filter(logits, min_p):
     """Min-p filter (Nguyen et al. 2024): keep tokens with p >= min_p * p_max, set the rest to -inf.
 
     p is the softmax of `logits`; the most likely token always passes (min_p <= 1). None or 0
@@ -238,11 +230,9 @@ def min_p_filter(logits, min_p: float | None) -> np.ndarray:
     return _keep_only(x, probs >= min_p * probs.max())
 
 
-# --------------------------------------------------------------------------------------------
 # The whole chain
-# --------------------------------------------------------------------------------------------
 
-def process_logits(logits, params: SamplingParams, previous_ids: Sequence[int] = ()) -> np.ndarray:
+def process_logits(logits, params, previous_ids = ()):
     """Apply the whole chain and return float64 [V] logits with -inf on every removed token.
 
     Greedy (temperature 0) keeps only the argmax (lowest id on ties) of the penalised logits.
@@ -257,7 +247,7 @@ def process_logits(logits, params: SamplingParams, previous_ids: Sequence[int] =
     return x
 
 
-def probabilities(logits, params: SamplingParams, previous_ids: Sequence[int] = ()) -> np.ndarray:
+def probabilities(logits, params, previous_ids = ()):
     """The distribution the sampler draws from: float64 [V], summing to 1, 0 on removed tokens.
 
     Greedy (temperature 0) gives a one-hot vector on the argmax.
@@ -272,18 +262,13 @@ class Sampler:
         next_id = sampler(logits, previous_ids)   # logits: [V] for the next position
     """
 
-    def __init__(self, params: SamplingParams):
+    def __init__(self, params):
         self.params = params
         self.rng = np.random.default_rng(params.seed)
 
-    def __call__(self, logits: np.ndarray, previous_ids: Sequence[int] = ()) -> int:
+    def __call__(self, logits, previous_ids = ()):
         if self.params.greedy:
             penalised = apply_repetition_penalty(logits, previous_ids, self.params.repetition_penalty)
             return int(np.argmax(penalised))
         probs = probabilities(logits, self.params, previous_ids)
         return int(self.rng.choice(probs.size, p=probs))
-
-
-__all__ = ["SamplingParams", "Sampler", "apply_repetition_penalty", "apply_temperature",
-           "top_k_filter", "top_p_filter", "min_p_filter", "softmax", "process_logits",
-           "probabilities"]

@@ -38,7 +38,7 @@ TEXT = ("The river bends past the old mill, where workers once ground wheat into
         "back with the tide. ")
 
 
-# --------------------------------------------------------------------------- one engine
+# one engine
 
 def _prompt(vocab_size, tokenizer, n, bos_id=2):
     """n token ids, BOS first: the text repeated (random ids when there is no tokenizer)."""
@@ -166,7 +166,7 @@ def worker():
     print("RESULT " + json.dumps(result), flush=True)
 
 
-# --------------------------------------------------------------------------- the parent
+# the parent
 
 def _run_worker(spec, threads, env_extra=None):
     env = dict(os.environ, **{v: str(threads) for v in THREAD_VARIABLES}, **(env_extra or {}))
@@ -278,7 +278,7 @@ def report(rows, args, threads, load_before, load_after):
     return "\n".join(lines)
 
 
-# --------------------------------------------------------------------------- --profile
+# --profile
 
 OPS = ("embed", "rms_norm", "rope", "attention", "geglu", "softcap", "conv1d", "rglru_scan")
 

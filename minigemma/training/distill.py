@@ -1,10 +1,11 @@
 """Distillation targets: capture a teacher's sparse next-token distributions, score students on them.
 
-Gemma 2's 2B and 9B learn from a larger teacher's distributions instead of the next token (spec
-§8.1), and its post-training distils on sequences sampled from the student itself: on-policy
-distillation (§8.2). Gemini Nano is distilled from larger Gemini models (§8.4). Dense targets
-would take V floats per token (1 MiB for Gemma's 262 144 ids), so we keep k sampled ids per
-position (losses.sample_teacher, as in Gemma 3, §8.3):
+Gemma 2's 2B and 9B learn from a larger teacher's distributions instead of the next token
+(docs/distillation.md#gemma-2), and its post-training distils on sequences sampled from the
+student itself: on-policy distillation (docs/distillation.md#on-policy-distillation). Gemini Nano
+is distilled from larger Gemini models (docs/distillation.md#gemini-nano). Dense targets would
+take V floats per token (1 MiB for Gemma's 262 144 ids), so we keep k sampled ids per position
+(losses.sample_teacher, as in Gemma 3: docs/distillation.md#sparse-targets):
 
     capture  teacher logits over text windows, or over sampled continuations of prompts
              -> sample_teacher -> DistillTargets -> .npz
@@ -189,7 +190,8 @@ def capture_text(model, text, context, k, seed, temperature=1.0, weighting="freq
 
 def capture_on_policy(model, prompts, max_new_tokens, k, seed, temperature=1.0,
                       weighting="frequency", policy=None, sample_temperature=1.0, progress=True):
-    """Teacher targets on continuations that `policy` samples from each prompt (Gemma 2 §8.2).
+    """Teacher targets on continuations that `policy` samples from each prompt (on-policy,
+    docs/distillation.md#on-policy-distillation).
 
     On-policy distillation (Agarwal et al. 2024, GKD) samples from the student and trains it
     towards the teacher's distributions on those samples: pass the student as `policy`. By
@@ -260,9 +262,7 @@ def score(student, targets, progress=True):
                         targets.teacher.dense_nbytes, temperature)
 
 
-# --------------------------------------------------------------------------------------------
 # Command line: minigemma distill capture|score
-# --------------------------------------------------------------------------------------------
 
 def _read_text(path):
     with open(path, encoding="utf-8") as f:
