@@ -31,6 +31,15 @@ def available_backends():
     return {name: _unavailable_reason(name) for name in _REGISTRY}
 
 
+def backend_class(name):
+    """The class of the backend called `name`, imported but not instantiated: this works where
+    the backend is unavailable too (its module imports its optional dependency only on use)."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown backend {name!r}; known backends: {', '.join(_REGISTRY)}")
+    module_name, class_name, _ = _REGISTRY[name]
+    return getattr(importlib.import_module(module_name), class_name)
+
+
 def get_backend(name="numpy"):
     """The backend called `name`, or a ValueError saying why it cannot be used."""
     if not isinstance(name, str):
@@ -41,6 +50,5 @@ def get_backend(name="numpy"):
         reason = _unavailable_reason(name)
         if reason is not None:
             raise ValueError(f"backend {name!r} is not available here: {reason}")
-        module_name, class_name, _ = _REGISTRY[name]
-        _instances[name] = getattr(importlib.import_module(module_name), class_name)()
+        _instances[name] = backend_class(name)()
     return _instances[name]

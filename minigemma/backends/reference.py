@@ -1,8 +1,12 @@
 """The NumPy reference backend: every op is the readable component function.
 
-The ops are written against `self.xp`, so a subclass that sets `xp = cupy` runs them unchanged on
-GPU arrays. Weights are upcast or dequantized to float32 once, at load.
+The ops are written against `self.xp`, so they run unchanged on any backend whose arrays follow
+NumPy's API (CuPy's). A backend that reuses one of them says so in its class body with
+`delegate_to_reference` (never by subclassing NumpyBackend). Weights are upcast or dequantized to
+float32 once, at load.
 """
+import functools
+
 import numpy as np
 
 from minigemma.backends.base import Backend
@@ -54,15 +58,16 @@ class NumpyBackend(Backend):
     def softcap(self, x, cap):
         return softcap.softcap(x, cap, xp=self.xp)
 
-    def log_softmax(self, x):
-        xp = self.xp
-        shifted = x - x.max(axis=-1, keepdims=True)
-        return shifted - xp.log(xp.exp(shifted).sum(axis=-1, keepdims=True))
-
     # Ops of the later components; imported on use so each lives in its own module.
     def conv1d(self, x, w, b, state):
         from minigemma.ops.conv1d import conv1d
         return conv1d(x, w, b, state, xp=self.xp)
+
+    def rglru_gates(self, x, a_param, input_gate_w, input_gate_b, recurrence_gate_w,
+                    recurrence_gate_b):
+        from minigemma.ops.rglru import rglru_gates
+        return rglru_gates(x, a_param, input_gate_w, input_gate_b, recurrence_gate_w,
+                           recurrence_gate_b, xp=self.xp)
 
     def rglru_scan(self, x, a, gate_x, h0, reset):
         from minigemma.ops.rglru import rglru_scan
@@ -71,3 +76,22 @@ class NumpyBackend(Backend):
     def distill_loss_and_grad(self, student_logits, teacher_logits, temperature=1.0):
         from minigemma.training.losses import distillation_loss_and_grad
         return distillation_loss_and_grad(student_logits, teacher_logits, temperature, xp=self.xp)
+
+
+def delegate_to_reference(op, why):
+    """The reference's op `op` as a method of another backend class, run on that backend's `xp`.
+
+    For a class body: `asarray = delegate_to_reference("asarray", "the kernels take NumPy
+    arrays")`. `why` says why the reference serves there; it becomes the method's docstring.
+    """
+    if op not in Backend.__abstractmethods__:
+        raise ValueError(f"{op!r} is not an op of the backend contract; the ops are "
+                         f"{', '.join(sorted(Backend.__abstractmethods__))}")
+    reference_op = getattr(NumpyBackend, op)
+
+    @functools.wraps(reference_op)
+    def delegated(self, *args, **kwargs):
+        return reference_op(self, *args, **kwargs)
+    delegated.__doc__ = f"The NumPy reference's {op}, on this backend's arrays: {why}."
+    delegated.delegated_because = why
+    return delegated

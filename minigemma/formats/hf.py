@@ -9,9 +9,10 @@ import os
 
 import numpy as np
 
+from minigemma.formats.conversion import ConvertedModel, check_tensor_names
 from minigemma.formats.gguf.blocks import BLOCK_FORMATS, quantize
+from minigemma.formats.hf_config import config_from_hf
 from minigemma.formats.safetensors import SafetensorsFile
-from minigemma.models.config import config_from_hf
 from minigemma.models.gemma import is_norm, parameter_shapes
 
 # HF name inside `model.layers.{i}.` -> minigemma name inside `layers.{i}.`
@@ -79,12 +80,12 @@ def open_hf_folder(src):
 
 
 def hf_tensors(src, storage="f32"):
-    """(config, embedding dtype, tensor list for `write_checkpoint`, tokenizer bytes or None)."""
+    """The ConvertedModel of an HF Gemma folder, matrices stored as `storage`."""
     hf_config, located = open_hf_folder(src)
     config = config_from_hf(hf_config)
     table = name_table(config)
     shapes = parameter_shapes(config)
-    check_source(src, located, table, {hf: shapes[ours] for hf, ours in table.items()},
+    check_source(src, located, {hf: shapes[ours] for hf, ours in table.items()},
                  f"the {config.family} converter")
     quantized = storage in BLOCK_FORMATS
     if quantized:
@@ -106,23 +107,15 @@ def hf_tensors(src, storage="f32"):
                for ours, shape in shapes.items()]
     # √D is rounded to the dtype the embedding is stored in (quantized: dequantized to f32).
     embedding_dtype = {"bf16": "bfloat16"}.get(storage, "float32")
-    return config, embedding_dtype, tensors, tokenizer_bytes(src)
+    return ConvertedModel(config, tensors, embedding_dtype, tokenizer_bytes(src),
+                          source=f"hf:{os.path.abspath(src)}")
 
 
-def check_source(src, located, table, expected_shapes, converter):
-    """Strictness: every source tensor known to `table` (a tied head aside), none missing, every
-    shape as `expected_shapes` {HF name: shape} says, and a stored head equal to the embedding."""
-    leftover = sorted(set(located) - set(table) - {TIED_HEAD})
-    if leftover:
-        raise ValueError(f"{src}: tensors {converter} does not know: "
-                         f"{leftover[:5]}{' …' if len(leftover) > 5 else ''}")
-    missing = sorted(hf for hf in table if hf not in located)
-    if missing:
-        raise ValueError(f"{src}: missing tensors {missing[:5]}{' …' if len(missing) > 5 else ''}")
-    for hf, expected in expected_shapes.items():
-        if located[hf].shape(hf) != tuple(expected):
-            raise ValueError(f"{src}: tensor {hf!r} has shape {located[hf].shape(hf)}, the config "
-                             f"needs {tuple(expected)}")
+def check_source(src, located, expected_shapes, converter):
+    """Strictness: the folder holds exactly the tensors of `expected_shapes` {HF name: shape},
+    each with its shape (check_tensor_names), plus at most a head equal to the embedding."""
+    found = {name: st.shape(name) for name, st in located.items() if name != TIED_HEAD}
+    check_tensor_names(src, found, expected_shapes, converter)
     if TIED_HEAD in located:
         _check_tied(src, located)
 

@@ -7,11 +7,13 @@ match the config. Layout changes, each in one place:
     norm gains w -> 1 + w, in float32 (HF adds the 1 at run time, in float32)
 HF's local attention admits W keys per query, so the config says window_includes_extra_key=False.
 """
+import os
 
 import numpy as np
 
+from minigemma.formats.conversion import ConvertedModel
 from minigemma.formats.hf import check_source, open_hf_folder, tokenizer_bytes
-from minigemma.models.config import config_from_hf_recurrent_gemma
+from minigemma.formats.hf_config import config_from_hf_recurrent_gemma
 from minigemma.models.gemma import is_norm
 from minigemma.models.griffin import parameter_shapes
 
@@ -83,15 +85,14 @@ def storage_of(ours, storage):
 
 
 def hf_griffin_tensors(src, storage="f32"):
-    """(config, embedding dtype, tensor list for `write_checkpoint`, tokenizer bytes or None)."""
+    """The ConvertedModel of an HF RecurrentGemma folder, matrices stored as `storage`."""
     if storage not in ("f32", "bf16"):
         raise ValueError(f"RecurrentGemma checkpoints convert to f32 or bf16, not {storage!r}")
     hf_config, located = open_hf_folder(src)
     config = config_from_hf_recurrent_gemma(hf_config)
     table = name_table(config)
     shapes = parameter_shapes(config)
-    check_source(src, located, table,
-                 {hf: hf_shape(ours, shapes[ours]) for hf, ours in table.items()},
+    check_source(src, located, {hf: hf_shape(ours, shapes[ours]) for hf, ours in table.items()},
                  "the RecurrentGemma converter")
 
     by_ours = {ours: hf for hf, ours in table.items()}
@@ -99,4 +100,5 @@ def hf_griffin_tensors(src, storage="f32"):
                 lambda hf=by_ours[ours], ours=ours: from_hf(ours, located[hf].read(hf)))
                for ours, shape in shapes.items()]
     embedding_dtype = {"f32": "float32", "bf16": "bfloat16"}[storage]
-    return config, embedding_dtype, tensors, tokenizer_bytes(src)
+    return ConvertedModel(config, tensors, embedding_dtype, tokenizer_bytes(src),
+                          source=f"hf:{os.path.abspath(src)}")

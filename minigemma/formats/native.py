@@ -17,7 +17,8 @@ import os
 import shutil
 import tempfile
 
-from minigemma.formats.gguf.blocks import QuantizedWeight
+from minigemma.formats.conversion import check_tensor_names
+from minigemma.formats.gguf.blocks import BLOCK_FORMATS, QuantizedWeight
 from minigemma.formats.safetensors import SafetensorsFile, write_safetensors
 from minigemma.models.config import GemmaConfig, GriffinConfig
 
@@ -43,7 +44,8 @@ def architecture_of(config):
 
 def write_checkpoint(dst, config, tensors, *, embedding_dtype, source, tokenizer_bytes=None,
                      overwrite=False, extra_meta=None):
-    """Write a checkpoint folder at `dst`.
+    """Write a checkpoint folder at `dst`: the one place a checkpoint is written (converters
+    return a ConvertedModel and `minigemma.formats.convert.convert` passes it here).
 
     tensors: list of (name, shape, storage, produce): storage "f32"/"bf16" with produce()
     returning a float32 array, or "q8_0"/"q4_k"/… with produce() returning a QuantizedWeight.
@@ -86,7 +88,6 @@ def write_checkpoint(dst, config, tensors, *, embedding_dtype, source, tokenizer
 
 
 def _row_bytes(kind, shape):
-    from minigemma.formats.gguf.blocks import BLOCK_FORMATS
     fmt = BLOCK_FORMATS[kind]
     return shape[1] // fmt.block_elems * fmt.block_bytes
 
@@ -128,19 +129,9 @@ def read_checkpoint(path, expected_shapes):
     expected = expected_shapes(config)
     weights = SafetensorsFile(os.path.join(path, WEIGHTS_FILE))
     quantized = meta.get("quantized", {})
-    present = set(weights.names())
-    missing = [n for n in expected if n not in present]
-    extra = sorted(present - set(expected))
-    if missing:
-        raise ValueError(f"{path}: checkpoint is missing tensors {missing[:5]}"
-                         f"{' …' if len(missing) > 5 else ''}")
-    if extra:
-        raise ValueError(f"{path}: checkpoint has unexpected tensors {extra[:5]}")
-    for name, shape in expected.items():
-        stored = tuple(quantized[name]["shape"]) if name in quantized else weights.shape(name)
-        if stored != tuple(shape):
-            raise ValueError(f"{path}: tensor {name!r} has shape {stored}, the config needs "
-                             f"{tuple(shape)}")
+    stored = {name: tuple(quantized[name]["shape"]) if name in quantized else weights.shape(name)
+              for name in weights.names()}
+    check_tensor_names(path, stored, expected, f"the {config.family} config in {CONFIG_FILE}")
 
     def tensors():
         for name in expected:

@@ -53,9 +53,28 @@ def sigmoid(x, xp=np):
     return xp.where(x >= 0, 1 / (1 + z), z / (1 + z))
 
 
+def check_gate_shapes(x, a_param, input_gate_w, input_gate_b, recurrence_gate_w,
+                      recurrence_gate_b):
+    """ValueError unless x [..., L], a_param [L], both gate weights [nb, bs, bs] and both gate
+    biases [nb, bs] with nb·bs = L fit together."""
+    L = x.shape[-1]
+    if a_param.shape != (L,):
+        raise ValueError(f"rglru_gates needs a_param [{L}] for x of width {L}, got "
+                         f"{tuple(a_param.shape)}")
+    for name, w, b in (("input", input_gate_w, input_gate_b),
+                       ("recurrence", recurrence_gate_w, recurrence_gate_b)):
+        square_blocks = w.ndim == 3 and w.shape[1] == w.shape[2]
+        if not (square_blocks and b.shape == w.shape[:2] and w.shape[0] * w.shape[2] == L):
+            raise ValueError(f"rglru_gates needs the {name} gate's weight [nb, bs, bs] and bias "
+                             f"[nb, bs] with nb·bs = {L} (the width of x), got weight "
+                             f"{tuple(w.shape)} and bias {tuple(b.shape)}")
+
+
 def rglru_gates(x, a_param, input_gate_w, input_gate_b, recurrence_gate_w, recurrence_gate_b,
                 xp=np):
     """x [B, T, L] f32 -> (a [B, T, L] decay in (0, 1), gate_x [B, T, L] input gate i_t)."""
+    check_gate_shapes(x, a_param, input_gate_w, input_gate_b, recurrence_gate_w,
+                      recurrence_gate_b)
     gate_x = sigmoid(block_diagonal(x, input_gate_w, input_gate_b, xp), xp)
     gate_a = sigmoid(block_diagonal(x, recurrence_gate_w, recurrence_gate_b, xp), xp)
     log_a = xp.float32(-C) * gate_a * softplus(a_param, xp)

@@ -6,29 +6,9 @@ adds what SentencePiece leaves to its callers: the BOS id, splitting out control
 
 From a GGUF file
 ----------------
-A GGUF stores the vocabulary as metadata (llama.cpp's keys); `tokenizer.ggml.model == "llama"`
-means SentencePiece. We turn it back into a serialized SentencePiece `ModelProto`, written by hand
-with the few protobuf wire-format rules it needs (see `_pb_*` below), so that no `protobuf`
-package is required:
-
-* `pieces` (one per id, in id order) from `tokenizer.ggml.tokens` / `.scores` / `.token_type`.
-  GGUF token types use SentencePiece's own numbering and map one to one:
-  1 NORMAL, 2 UNKNOWN, 3 CONTROL, 4 USER_DEFINED, 5 UNUSED, 6 BYTE (`<0x00>`..`<0xFF>`).
-  Two fixes:
-  - the piece at `tokenizer.ggml.unknown_token_id` becomes UNKNOWN (Gemma's GGUF marks `<unk>`
-    CONTROL, but SentencePiece needs exactly one UNKNOWN piece);
-  - in USER_DEFINED pieces a plain space is written back as "▁" (U+2581). llama.cpp's converter
-    stores Gemma's space runs as real spaces (`"  "`, id 138...), but SentencePiece escapes spaces
-    to "▁" *before* it looks for user-defined pieces, so `"  "` would never match.
-* `trainer_spec`: model_type BPE, vocab_size, byte_fallback (when byte pieces exist), and the
-  unk/bos/eos/pad ids and piece strings (from `tokenizer.ggml.*_token_id`).
-* `normalizer_spec`: the identity normalizer, add_dummy_prefix = `tokenizer.ggml.add_space_prefix`
-  (False for Gemma), remove_extra_whitespaces False, escape_whitespaces True (" " -> "▁").
-
-SentencePiece then behaves like the original model: user-defined pieces (newline/space/tab runs,
-HTML-like tags, `<start_of_image>`) are matched whole and never merged, everything else is BPE by
-piece score (Gemma's scores fall with the id, so this is also the merge order HF uses), characters
-outside the vocabulary fall back to byte pieces, and CONTROL pieces are never produced from text.
+A GGUF stores the vocabulary as metadata; `minigemma.formats.gguf.vocabulary` turns it back into a
+serialized SentencePiece `ModelProto` (how, and the two fixes it needs, is written there), and
+`from_gguf` loads that.
 
 Compatibility
 -------------
@@ -47,16 +27,15 @@ from __future__ import annotations
 
 import codecs
 import re
-import struct
 from pathlib import Path
 
 import numpy as np
 import sentencepiece as spm
 
-# SentencePiece piece types (ModelProto.SentencePiece.Type). GGUF's token_type uses the same numbers.
-NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
-SPACE = "\u2581"  # "▁": how SentencePiece writes a space inside a piece
-_BPE = 2  # TrainerSpec.ModelType.BPE
+from minigemma.formats.gguf.reader import open_gguf
+
+# The GGUF vocabulary -> ModelProto code lives with the format, beside SentencePiece's piece types.
+from minigemma.formats.gguf.vocabulary import SPACE, proto_from_gguf
 
 
 class Tokenizer:
@@ -87,7 +66,7 @@ class Tokenizer:
     @classmethod
     def from_gguf(cls, path_or_reader) -> "Tokenizer":
         """Read the SentencePiece vocabulary of a GGUF file (path or an open `gguf.GGUFReader`)."""
-        reader = _open_gguf(path_or_reader)
+        reader = open_gguf(path_or_reader)
         try:
             return cls(proto_from_gguf(reader))
         except ValueError as err:
@@ -277,119 +256,3 @@ def _piece_bytes(sp: spm.SentencePieceProcessor, i: int, piece: str) -> bytes:
     if sp.is_control(i) or sp.is_unknown(i):
         return b""
     return piece.replace(SPACE, " ").encode("utf-8")
-
-
-# ---------------------------------------------------------------------- GGUF -> ModelProto
-
-
-def _open_gguf(path_or_reader):
-    from gguf import GGUFReader
-
-    if isinstance(path_or_reader, GGUFReader):
-        return path_or_reader
-    path = Path(path_or_reader)
-    with open(path, "rb") as f:
-        magic = f.read(4)
-    if magic != b"GGUF":
-        raise ValueError(f"{path} is not a GGUF file (magic {magic!r}, expected b'GGUF')")
-    try:
-        return GGUFReader(path)
-    except Exception as err:
-        raise ValueError(f"{path}: cannot read GGUF file ({err})") from None
-
-
-def _field(reader, key: str, default=None):
-    """A GGUF metadata value as a Python value (str, int, float, bool or list), or `default`."""
-    field = reader.fields.get(key)
-    return default if field is None else field.contents()
-
-
-def proto_from_gguf(reader) -> bytes:
-    """Serialized SentencePiece ModelProto for the tokenizer stored in a GGUF (see module doc)."""
-    model = _field(reader, "tokenizer.ggml.model")
-    tokens: list[str] | None = _field(reader, "tokenizer.ggml.tokens")
-    if model is None or tokens is None:
-        raise ValueError("GGUF file has no tokenizer (no tokenizer.ggml.model / tokenizer.ggml.tokens)")
-    if model != "llama":
-        raise ValueError(f"GGUF tokenizer model {model!r} is not SentencePiece ('llama'); not supported")
-    n = len(tokens)
-    scores: list[float] = _field(reader, "tokenizer.ggml.scores", [0.0] * n)
-    types: list[int] = _field(reader, "tokenizer.ggml.token_type", [NORMAL] * n)
-    unk_id = _field(reader, "tokenizer.ggml.unknown_token_id", 0)
-    # llama.cpp's type 0 (undefined) has no SentencePiece equivalent: call it NORMAL.
-    types = [t if NORMAL <= t <= BYTE else NORMAL for t in types]
-    types[unk_id] = UNKNOWN
-    special_ids = {
-        "unk": unk_id,
-        "bos": _field(reader, "tokenizer.ggml.bos_token_id", 1),
-        "eos": _field(reader, "tokenizer.ggml.eos_token_id", 2),
-        "pad": _field(reader, "tokenizer.ggml.padding_token_id", -1),
-    }
-    return build_model_proto(
-        pieces=[_proto_piece(t, ty) for t, ty in zip(tokens, types)],
-        scores=scores,
-        types=types,
-        special_ids=special_ids,
-        add_dummy_prefix=bool(_field(reader, "tokenizer.ggml.add_space_prefix", True)),
-    )
-
-
-def _proto_piece(token: str, token_type: int) -> str:
-    """GGUF token text -> SentencePiece piece text (user-defined spaces back to "▁")."""
-    return token.replace(" ", SPACE) if token_type == USER_DEFINED else token
-
-
-def build_model_proto(pieces, scores, types, special_ids: dict, add_dummy_prefix: bool) -> bytes:
-    """Serialize a BPE ModelProto. pieces/scores/types: one entry per id; special_ids maps
-    "unk"/"bos"/"eos"/"pad" to an id (-1 or None: absent)."""
-    out = bytearray()
-    for piece, score, token_type in zip(pieces, scores, types):
-        # ModelProto.pieces (1): SentencePiece {piece = 1; score = 2; type = 3}
-        entry = _pb_str(1, piece) + _pb_float(2, score) + _pb_int(3, token_type)
-        out += _pb_bytes(1, entry)
-    trainer = _pb_int(3, _BPE) + _pb_int(4, len(pieces)) + _pb_int(35, int(BYTE in types))
-    for name, (id_field, piece_field) in _SPECIAL_FIELDS.items():
-        token_id = special_ids.get(name)
-        token_id = -1 if token_id is None else int(token_id)
-        trainer += _pb_int(id_field, token_id)
-        if token_id >= 0:
-            trainer += _pb_str(piece_field, pieces[token_id])
-    normalizer = (
-        _pb_str(1, "identity")
-        + _pb_int(3, int(add_dummy_prefix))  # add_dummy_prefix
-        + _pb_int(4, 0)  # remove_extra_whitespaces
-        + _pb_int(5, 1)  # escape_whitespaces
-    )
-    out += _pb_bytes(2, trainer) + _pb_bytes(3, normalizer)
-    return bytes(out)
-
-
-# TrainerSpec field numbers of each special token's (id, piece string).
-_SPECIAL_FIELDS = {"unk": (40, 45), "bos": (41, 46), "eos": (42, 47), "pad": (43, 48)}
-
-
-# Protobuf wire format: each field is varint(field_number << 3 | wire_type) then the value.
-def _pb_varint(n: int) -> bytes:
-    n &= (1 << 64) - 1  # negative int32/int64 are sent as 64-bit two's complement
-    out = bytearray()
-    while n >= 0x80:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _pb_int(field: int, n: int) -> bytes:  # wire type 0: varint (int32, bool, enum)
-    return _pb_varint(field << 3) + _pb_varint(n)
-
-
-def _pb_float(field: int, x: float) -> bytes:  # wire type 5: 32-bit little-endian
-    return _pb_varint(field << 3 | 5) + struct.pack("<f", x)
-
-
-def _pb_bytes(field: int, data: bytes) -> bytes:  # wire type 2: length-delimited
-    return _pb_varint(field << 3 | 2) + _pb_varint(len(data)) + data
-
-
-def _pb_str(field: int, s: str) -> bytes:
-    return _pb_bytes(field, s.encode("utf-8"))

@@ -9,8 +9,9 @@ P = softmax(z / τ) per position, H(P) = −Σ_x P(x) log P(x) the entropy.
     kl_divergence(z_S, z_T, τ)     = (1/T) Σ_t KL(P_T,t ‖ P_S,t)
                                    = distillation_loss − (1/T) Σ_t H(P_T,t)
 
-Gemma 2 trains its 2B and 9B models on "min_{P_S} Σ_x −P_T(x | x_c) log P_S(x | x_c)" (docs/distillation.md#gemma-2):
-the cross-entropy, `distillation_loss`. Gemini Nano is distilled from larger Gemini models (§8.4).
+Gemma 2 trains its 2B and 9B models on "min_{P_S} Σ_x −P_T(x | x_c) log P_S(x | x_c)"
+(docs/distillation.md#gemma-2): the cross-entropy, `distillation_loss`. Gemini Nano is distilled
+from larger Gemini models (docs/distillation.md#gemini-nano).
 The KL divergence differs from the cross-entropy only by the teacher's entropy, which does not
 depend on the student: the two have the same gradient and the same minimiser P_S = P_T, where the
 KL is 0 and the cross-entropy is H(P_T) ≥ 0.
@@ -43,9 +44,7 @@ BLOCK_ELEMENTS = 1 << 21  # 8 rows of a 262 144 vocabulary: 16 MiB per float64 t
 WEIGHTINGS = ("frequency", "renormalised")
 
 
-# --------------------------------------------------------------------------------------------
 # Checks and the row-block machinery shared by every loss
-# --------------------------------------------------------------------------------------------
 
 def _check_logits(name, x):
     """x [T, V] float -> (T, V)."""
@@ -57,7 +56,8 @@ def _check_logits(name, x):
     return x.shape
 
 
-def _check_pair(student_logits, teacher_logits):
+def check_logit_pair(student_logits, teacher_logits):
+    """(T, V), or a ValueError unless both logits are non-empty float [T, V] of one shape."""
     shape = _check_logits("student_logits", student_logits)
     if _check_logits("teacher_logits", teacher_logits) != shape:
         raise ValueError(f"student_logits {student_logits.shape} and teacher_logits "
@@ -65,7 +65,7 @@ def _check_pair(student_logits, teacher_logits):
     return shape
 
 
-def _check_temperature(temperature):
+def check_temperature(temperature):
     try:
         tau = float(temperature)
     except (TypeError, ValueError):
@@ -117,9 +117,7 @@ def _scatter_rows(ids, weights, V, xp):
     return dense.reshape(b, V)
 
 
-# --------------------------------------------------------------------------------------------
 # Dense losses
-# --------------------------------------------------------------------------------------------
 
 def _dense_blocks(student_logits, teacher_logits, temperature, xp):
     """Yield (rows, log P_S, log P_T) per row block, each [b, V] float64."""
@@ -131,8 +129,8 @@ def _dense_blocks(student_logits, teacher_logits, temperature, xp):
 
 def _distill(student_logits, teacher_logits, temperature, xp, with_grad):
     """The dense loss, and its gradient when with_grad (else None)."""
-    tau = _check_temperature(temperature)
-    T, V = _check_pair(student_logits, teacher_logits)
+    tau = check_temperature(temperature)
+    T, V = check_logit_pair(student_logits, teacher_logits)
     grad = xp.empty((T, V), dtype=_grad_dtype(student_logits, xp)) if with_grad else None
     total = 0.0
     for rows, log_p_s, log_p_t in _dense_blocks(student_logits, teacher_logits, tau, xp):
@@ -168,8 +166,8 @@ def kl_divergence(student_logits, teacher_logits, temperature=1.0, xp=np):
     P_T (log P_T − log P_S) so that a small divergence is not the difference of two large numbers.
     Its gradient is distillation_loss_and_grad's: the teacher's entropy is a constant.
     """
-    tau = _check_temperature(temperature)
-    T, _ = _check_pair(student_logits, teacher_logits)
+    tau = check_temperature(temperature)
+    T, _ = check_logit_pair(student_logits, teacher_logits)
     total = 0.0
     for _, log_p_s, log_p_t in _dense_blocks(student_logits, teacher_logits, tau, xp):
         p_t = xp.exp(log_p_t)  # [b, V]
@@ -181,7 +179,7 @@ def kl_divergence(student_logits, teacher_logits, temperature=1.0, xp=np):
 
 def entropy(logits, temperature=1.0, xp=np):
     """Mean entropy (1/T) Σ_t H(softmax(z_t / τ)) = (1/T) Σ_t −Σ_x P(x) log P(x): [T, V] -> float."""
-    tau = _check_temperature(temperature)
+    tau = check_temperature(temperature)
     T, V = _check_logits("logits", logits)
     total = 0.0
     for rows in _row_blocks(T, V):
@@ -190,9 +188,7 @@ def entropy(logits, temperature=1.0, xp=np):
     return total / T
 
 
-# --------------------------------------------------------------------------------------------
 # Sparse targets: next-token prediction (one-hot) and the sampled teacher
-# --------------------------------------------------------------------------------------------
 
 def _sparse(student_logits, ids, weights, temperature, xp, with_grad):
     """(1/T) Σ_t −Σ_j w_tj log P_S,t(id_tj) and its gradient (P_S − q) / (τ · T).
@@ -348,7 +344,7 @@ def sample_teacher(teacher_logits, k, seed, temperature=1.0, weighting="frequenc
     seed: anything np.random.default_rng takes (an int, or a tuple such as (seed, window)). The
     uniforms are drawn on the host with NumPy, so every backend draws the same ids.
     """
-    tau = _check_temperature(temperature)
+    tau = check_temperature(temperature)
     T, V = _check_logits("teacher_logits", teacher_logits)
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k (ids kept per position) must be an integer >= 1, got {k!r}")
@@ -386,7 +382,7 @@ def _check_sparse(student_logits, teacher):
 
 
 def _sparse_distill(student_logits, teacher, temperature, xp, with_grad):
-    tau = _check_temperature(temperature)
+    tau = check_temperature(temperature)
     _check_sparse(student_logits, teacher)
     return _sparse(student_logits, teacher.ids, teacher.probs, tau, xp, with_grad)
 
@@ -404,9 +400,3 @@ def sparse_distillation_loss_and_grad(student_logits, teacher, temperature=1.0, 
     """(sparse_distillation_loss, gradient [T, V]) with gradient = (P_S − q) / (τ · T), where q is
     the sparse teacher's row as a dense distribution (weights scattered to their ids)."""
     return _sparse_distill(student_logits, teacher, temperature, xp, with_grad=True)
-
-
-__all__ = ["cross_entropy", "cross_entropy_and_grad", "distillation_loss",
-           "distillation_loss_and_grad", "kl_divergence", "entropy", "SparseTeacher",
-           "sample_teacher", "sparse_distillation_loss", "sparse_distillation_loss_and_grad",
-           "WEIGHTINGS", "BLOCK_ELEMENTS"]

@@ -24,13 +24,7 @@ seeds = st.integers(0, 2**32 - 1)
 KINDS = list(BLOCK_FORMATS)
 
 
-
-
-
-
-
-
-# --------------------------------------------------------------------------- weights and rows
+# Weights and rows
 
 @given(st.sampled_from(KINDS), st.integers(1, 70), st.integers(1, 3),
        st.sampled_from([(1,), (2,), (1, 3), (7,), (8,), (2, 9), (33,)]), seeds)
@@ -71,7 +65,7 @@ def test_embed_rejects_out_of_range_ids(backend):
         backend.embed(table, backend.asarray(np.array([[0, 5]])), 1.0)
 
 
-# --------------------------------------------------------------------------- row-wise ops
+# Row-wise ops
 
 shapes = st.sampled_from([(1, 1, 7), (2, 3, 16), (1, 5, 640), (3, 33), (4, 2, 2, 12)])
 
@@ -110,13 +104,7 @@ def test_softcap(backend, shape, cap, seed):
     assert_close(backend, backend.softcap(backend.asarray(x), cap), REF.softcap(x, cap))
 
 
-@given(st.sampled_from([(1, 1), (2, 97), (3, 1000), (2, 2, 5)]), seeds)
-def test_log_softmax(backend, shape, seed):
-    x = rand(np.random.default_rng(seed), *shape, scale=20.0)
-    assert_close(backend, backend.log_softmax(backend.asarray(x)), REF.log_softmax(x))
-
-
-# --------------------------------------------------------------------------- attention
+# Attention
 
 @pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # the reference's NaN rows
 @given(st.integers(1, 2), st.integers(1, 24), st.integers(0, 8),
@@ -144,7 +132,7 @@ def test_attention(backend, B, T, past, layout, H, window, cap, shuffle, seed):
     assert_close(backend, got, expected)
 
 
-# --------------------------------------------------------------------------- recurrent ops
+# Recurrent ops
 
 @given(st.integers(1, 2), st.integers(1, 12), st.integers(1, 300), st.integers(1, 4), seeds)
 def test_conv1d(backend, B, T, L, W, seed):
@@ -154,6 +142,28 @@ def test_conv1d(backend, B, T, L, W, seed):
     y, new_state = backend.conv1d(*map(backend.asarray, (x, w, b, state)))
     assert_close(backend, y, y_ref)
     assert_close(backend, new_state, np.ascontiguousarray(state_ref))
+
+
+@given(st.integers(1, 2), st.integers(1, 12), st.integers(1, 4), st.integers(1, 80), seeds)
+def test_rglru_gates(backend, B, T, nb, bs, seed):
+    rng = np.random.default_rng(seed)
+    L = nb * bs
+    x, a_param = rand(rng, B, T, L, scale=2.0), rand(rng, L, scale=3.0)
+    gates = (rand(rng, nb, bs, bs, scale=1 / np.sqrt(bs)), rand(rng, nb, bs),
+             rand(rng, nb, bs, bs, scale=1 / np.sqrt(bs)), rand(rng, nb, bs))
+    a_ref, gate_x_ref = REF.rglru_gates(x, a_param, *gates)
+    a, gate_x = backend.rglru_gates(*map(backend.asarray, (x, a_param, *gates)))
+    assert_close(backend, a, a_ref)
+    assert_close(backend, gate_x, gate_x_ref)
+
+
+def test_rglru_gates_reject_wrong_shapes(backend):
+    x, a_param = backend.asarray(np.zeros((1, 2, 6), np.float32)), np.zeros(6, np.float32)
+    w, b = np.zeros((2, 3, 3), np.float32), np.zeros((2, 3), np.float32)
+    with pytest.raises(ValueError, match=r"a_param \[6\]"):
+        backend.rglru_gates(x, backend.asarray(a_param[:4]), *map(backend.asarray, (w, b, w, b)))
+    with pytest.raises(ValueError, match="the recurrence gate's weight"):
+        backend.rglru_gates(x, *map(backend.asarray, (a_param, w, b, w[:1], b[:1])))
 
 
 @given(st.integers(1, 2), st.integers(1, 12), st.integers(1, 600), seeds)
@@ -179,9 +189,7 @@ def test_distill_loss_and_grad(backend, T, V, tau, seed):
     assert_close(backend, grad, grad_ref)
 
 
-# --------------------------------------------------------------------------- whole models
-
-
+# Whole models
 
 def greedy(model, ids, n):
     sampler = Sampler(SamplingParams())

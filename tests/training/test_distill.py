@@ -9,12 +9,13 @@ import os
 import numpy as np
 import pytest
 
+from minigemma.formats.gguf.vocabulary import BYTE, CONTROL, NORMAL, UNKNOWN, build_model_proto
 from minigemma.formats.native import write_checkpoint
 from minigemma.model import load
 from minigemma.models.gemma import parameter_shapes
 from minigemma.text.generation import GenerationStats, default_stop_ids, generate_ids
 from minigemma.text.sampling import Sampler, SamplingParams
-from minigemma.text.tokenizer import BYTE, CONTROL, NORMAL, UNKNOWN, Tokenizer, build_model_proto
+from minigemma.text.tokenizer import Tokenizer
 from minigemma.tools.cli import main
 from minigemma.training import losses as L
 from minigemma.training.distill import (

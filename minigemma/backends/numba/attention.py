@@ -3,7 +3,7 @@
 For each query row (b, t, n), reading kv head k = n // G (llama2.c's index arithmetic; the kv
 heads are never repeated):
 
-    allowed(s) = k_pos[b, s] ≠ −1  and  k_pos[b, s] ≤ q_pos[b, t]  and  q_pos − k_pos < window
+    allowed(s) = k_pos[b, s] ≠ EMPTY_SLOT and k_pos[b, s] ≤ q_pos[b, t] and q_pos − k_pos < window
     score_s    = softcap(q · k_s · scale)           for allowed keys only (the others weigh 0)
     out        = Σ_s softmax(score)_s · v_s
 
@@ -19,6 +19,7 @@ back) and cap=None as 0 (no soft-cap).
 import numpy as np
 
 from minigemma.backends.numba.jit import kernel
+from minigemma.ops.attention import EMPTY_SLOT  # −1; a compiled constant in the kernels
 
 SCORES_BYTES = 1 << 24  # at most this many bytes of float32 scores per chunk of queries
 QUERY_CHUNK = 128  # queries per chunk: smaller skips more of the causal mask's zeros
@@ -41,7 +42,7 @@ def attention(loop):
             top = np.float32(-np.inf)
             for s in range(S):  # pass 1: scores of the allowed keys, and their max
                 kp = k_pos[b, s]
-                if kp == -1 or kp > p or p - kp >= window:
+                if kp == EMPTY_SLOT or kp > p or p - kp >= window:
                     scores[s] = -np.inf
                     continue
                 dot = np.float32(0)
@@ -82,7 +83,7 @@ def masked_softmax(loop):
             top = np.float32(-np.inf)
             for s in range(S):  # pass 1: scale, cap, mask, max
                 kp = k_pos[s]
-                if kp == -1 or kp > p or p - kp >= window:
+                if kp == EMPTY_SLOT or kp > p or p - kp >= window:
                     scores[r, s] = -np.inf
                     continue
                 x = scores[r, s] * sc
@@ -122,7 +123,7 @@ def attention_prefill(q, k, v, q_pos, k_pos, scale, window, cap, parallel=True):
             t1 = min(T, t0 + chunk)
             lo, hi = q_pos[b, t0:t1].min(), q_pos[b, t0:t1].max()
             kp = k_pos[b]
-            seen = np.flatnonzero((kp != -1) & (kp <= hi) & (lo - kp < window))  # key slots
+            seen = np.flatnonzero((kp != EMPTY_SLOT) & (kp <= hi) & (lo - kp < window))  # slots
             if seen.size == 0:  # no query of the chunk sees any key: the reference's NaN
                 out[b, t0:t1] = np.nan
                 continue

@@ -8,16 +8,20 @@ scalars of one type, so each compiles once per process (or loads from Numba's ca
 `warmup()` compiles them all on tiny inputs. Work below a size threshold runs in the kernel's
 serial version: waking the thread pool costs more than decode-sized loops.
 
+Three ops are the reference's, each delegated by name with its reason (`delegate_to_reference`):
+asarray and to_numpy (the arrays are NumPy's) and rglru_gates.
+
 Numba is imported when the backend object is created, never by `import minigemma`.
 """
 import os
 
 import numpy as np
 
-from minigemma.backends.reference import NumpyBackend
+from minigemma.backends.base import Backend
+from minigemma.backends.reference import delegate_to_reference
 from minigemma.formats.gguf.blocks import QuantizedWeight
+from minigemma.ops import embedding
 from minigemma.ops.conv1d import check_conv1d_shapes
-from minigemma.ops.embedding import check_ids
 from minigemma.ops.rglru import check_scan_shapes
 from minigemma.ops.rope import rope_angles
 
@@ -57,8 +61,9 @@ def _ints(a):
     return _c(a, np.int64)
 
 
-class NumbaBackend(NumpyBackend):
+class NumbaBackend(Backend):
     name = "numba"
+    xp = np
 
     def __init__(self):
         os.environ.setdefault("GOMP_SPINCOUNT", GOMP_SPINCOUNT)  # before the pool starts
@@ -73,6 +78,9 @@ class NumbaBackend(NumpyBackend):
         self._linear = linear_numba
         self._recurrent = recurrent_numba
         self._rope_tables = {}  # (positions, base, d, scale) -> (cos, sin), oldest first
+
+    asarray = delegate_to_reference("asarray", "the kernels read NumPy arrays, on the host")
+    to_numpy = delegate_to_reference("to_numpy", "the backend's arrays are NumPy arrays already")
 
     def prepare_weight(self, w):
         """QuantizedWeight -> QuantizedWeight (blocks kept); anything else -> float32 array.
@@ -106,9 +114,9 @@ class NumbaBackend(NumpyBackend):
         return out.reshape(*lead, w.shape[0])
 
     def embed(self, table, ids, scale):
-        if not isinstance(table, QuantizedWeight):
-            return super().embed(table, ids, scale)
-        ids = check_ids(np.asarray(ids), table.shape[0])
+        if not isinstance(table, QuantizedWeight):  # reference: one NumPy gather of rows
+            return embedding.embed(table, ids, scale, xp=np)
+        ids = embedding.check_ids(np.asarray(ids), table.shape[0])
         rows = _ints(ids.reshape(-1))
         out = np.empty((rows.size, table.shape[1]), dtype=np.float32)
         self._blocks.dequantize_rows(table.blocks, self._blocks.KIND_CODES[table.kind], rows,
@@ -175,12 +183,6 @@ class NumbaBackend(NumpyBackend):
         self._elementwise.softcap(x2, float(cap), out, parallel=x2.size >= PARALLEL_MIN_TANH)
         return out.reshape(x.shape)
 
-    def log_softmax(self, x):
-        x2 = _rows(x)
-        out = np.empty_like(x2)
-        self._elementwise.log_softmax(x2, out, parallel=x2.size >= PARALLEL_MIN_WORK)
-        return out.reshape(x.shape)
-
     def conv1d(self, x, w, b, state):
         check_conv1d_shapes(x, w, b, state)
         B, T, L = x.shape
@@ -190,6 +192,11 @@ class NumbaBackend(NumpyBackend):
         self._recurrent.conv1d(_c(x), _c(w), _c(b), _c(state), y, new_state,
                                parallel=x.size * W >= PARALLEL_MIN_WORK)
         return y, new_state
+
+    rglru_gates = delegate_to_reference(
+        "rglru_gates", "its two block-diagonal products are BLAS GEMMs there already, and the "
+        "rest, sigmoids and exps, is no faster compiled (Numba calls scalar expf per element: "
+        "31 ms for NumPy and for a serial kernel at T = 512, L = 2560, measured)")
 
     def rglru_scan(self, x, a, gate_x, h0, reset):
         check_scan_shapes(x, a, gate_x, h0, reset)
@@ -204,14 +211,14 @@ class NumbaBackend(NumpyBackend):
         from minigemma.backends.numba.distill import distill_loss_and_grad_numba
         return distill_loss_and_grad_numba(student_logits, teacher_logits, temperature)
 
-    # --- compilation -----------------------------------------------------------------------
+    # Not ops of the contract: the compiled kernels and their warm-up.
 
     def dispatchers(self):
         """Every Numba dispatcher this backend calls (for warm-up and signature checks)."""
         kernels = [self._blocks.dequantize_rows, self._linear.matvec, self._attention.attention,
                    self._attention.masked_softmax]
         kernels += [getattr(self._elementwise, n)
-                    for n in ("rms_norm", "rope", "geglu", "softcap", "log_softmax")]
+                    for n in ("rms_norm", "rope", "geglu", "softcap")]
         kernels += [self._recurrent.conv1d, self._recurrent.rglru_scan]
         return [d for k in kernels for d in k.dispatchers] + [self._linear.block_sums]
 
@@ -241,7 +248,6 @@ class NumbaBackend(NumpyBackend):
                    parallel=parallel)
             e.geglu(x, x, np.empty_like(x), parallel=parallel)
             e.softcap(x, 30.0, np.empty_like(x), parallel=parallel)
-            e.log_softmax(x, np.empty_like(x), parallel=parallel)
             x3 = x.reshape(1, 2, 64)
             self._recurrent.conv1d(x3, x, x[0], x3, np.empty_like(x3), np.empty_like(x3),
                                    parallel=parallel)

@@ -19,7 +19,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from minigemma.training.losses import _check_pair, _check_temperature
+from minigemma.training.losses import check_temperature, check_logit_pair
 
 ROW_OK, BAD_STUDENT, BAD_TEACHER = 0, 1, 2
 
@@ -30,7 +30,7 @@ def _row_max(row):
     m = -np.inf
     for x in range(row.shape[0]):
         z = np.float64(row[x])
-        if z != z or z == np.inf:
+        if math.isnan(z) or z == np.inf:
             return np.nan
         m = max(m, z)
     return m
@@ -72,8 +72,8 @@ def distill_loss_and_grad_numba(student, teacher, temperature=1.0):
 
     student, teacher [T, V] float32 or float64 NumPy arrays -> (float, [T, V] same dtype).
     """
-    tau = _check_temperature(temperature)
-    T, V = _check_pair(student, teacher)
+    tau = check_temperature(temperature)
+    T, V = check_logit_pair(student, teacher)
     both_f64 = student.dtype == np.float64 and teacher.dtype == np.float64
     dtype = np.float64 if both_f64 else np.float32  # one compiled version per dtype
     student = np.ascontiguousarray(student, dtype=dtype)

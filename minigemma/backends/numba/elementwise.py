@@ -1,11 +1,13 @@
-"""Row-wise and elementwise ops in Numba: rms_norm, rope, geglu, softcap, log_softmax.
+"""Row-wise and elementwise ops in Numba: rms_norm, rope, geglu, softcap.
 
-The equations are the references' (`norms`, `rope`, `mlp`, `softcap`, the NumPy backend's
-log_softmax); everything is float32, as there. Every kernel walks the rows of a 2-D (rope: 3-D)
-array; the backend flattens the leading axes. rms_norm, rope, geglu and softcap do the
-reference's float32 operations in its order (no fastmath; rope even gets the reference's own
-cos/sin tables from the backend); log_softmax lets LLVM reassociate its sums (fastmath), so it
-agrees with the reference to float32 rounding, not bitwise.
+The equations are the references' (`norms`, `rope`, `mlp`, `softcap`); inputs and outputs are
+float32, as there. Every kernel walks the rows of a 2-D (rope: 3-D) array; the backend flattens
+the leading axes. rope, geglu and softcap are compiled without fastmath and do the reference's
+float32 operations in its order (rope even gets the reference's own cos/sin tables from the
+backend; tanh is computed as below). rms_norm sums its squares in float64 under fastmath's
+`reassoc` flag alone (LLVM may reorder that sum to vectorise it), then does the reference's
+float32 operations in its order, so it agrees with the reference to float32 rounding, not
+bitwise.
 
 tanh is computed in float64 from exp (`tanh64`), not by libm: `tanhf` is a scalar call that LLVM
 cannot vectorise, and it made GeGLU the slowest op of a prefill. The result is within one ulp
@@ -103,19 +105,3 @@ def softcap(loop):
                 out[r, i] = c * tanh64(x[r, i] / c)
     return softcap
 
-
-@kernel
-def log_softmax(loop):
-    def log_softmax(x, out):
-        """x [R, V] -> out = x − max − log Σ exp(x − max)."""
-        for r in loop(x.shape[0]):
-            top = x[r, 0]
-            for i in range(1, x.shape[1]):  # pass 1: max
-                top = max(top, x[r, i])
-            total = np.float32(0)
-            for i in range(x.shape[1]):  # pass 2: Σ exp
-                total += np.exp(x[r, i] - top)
-            log_total = np.log(total)
-            for i in range(x.shape[1]):  # pass 3: write
-                out[r, i] = (x[r, i] - top) - log_total
-    return log_softmax

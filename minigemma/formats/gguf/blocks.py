@@ -1,76 +1,48 @@
-"""Block-quantized weight storage (the GGML / llama.cpp block formats) in plain NumPy.
+"""Block-quantized weight storage (the GGML / llama.cpp block formats) in plain NumPy
+(docs/formats.md#gguf-blocks).
 
-A quantized matrix ``W`` of logical shape ``[O, I]`` (``O`` output rows, each a row of
-``I`` input weights, the HF ``[out, in]`` convention) is stored row by row.  Each row is
-cut into blocks of ``block_elems`` consecutive weights and every block is encoded into
-``block_bytes`` bytes, so a row takes ``row_bytes = I // block_elems * block_bytes``
-bytes and the whole matrix is a ``uint8`` array ``blocks`` of shape ``[O, row_bytes]``.
+A quantized matrix W of logical shape [O, I] (O output rows, each a row of I input weights, the
+HF [out, in] convention) is stored row by row. Each row is cut into blocks of `block_elems`
+consecutive weights and every block is encoded into `block_bytes` bytes, so a row takes
+row_bytes = I // block_elems * block_bytes bytes and the whole matrix is a uint8 array
+`blocks` of shape [O, row_bytes].
 
 Supported block kinds (elements / bytes per block):
 
-========  ======  =====  =============================================================
-kind      elems   bytes  value of element ``j``
-========  ======  =====  =============================================================
-``q8_0``  32      34     ``d * q_j``, ``q_j`` int8
-``q5_0``  32      22     ``d * (q_j - 16)``, ``q_j`` 5 bits
-``q4_0``  32      18     ``d * (q_j - 8)``, ``q_j`` 4 bits
-``q4_k``  256     144    ``d * sc_s * q_j - dmin * m_s``, 6-bit ``sc``/``m`` per 32
-``q6_k``  256     210    ``d * scale_s * (q_j - 32)``, int8 ``scale`` per 16
-========  ======  =====  =============================================================
+    kind   elems  bytes  value of element j
+    q8_0   32     34     d * q_j, q_j int8
+    q5_0   32     22     d * (q_j - 16), q_j 5 bits
+    q4_0   32     18     d * (q_j - 8), q_j 4 bits
+    q4_k   256    144    d * sc_s * q_j - dmin * m_s, 6-bit sc / m per 32
+    q6_k   256    210    d * scale_s * (q_j - 32), int8 scale per 16
 
-All multi-byte numbers are little-endian; ``d`` / ``dmin`` are IEEE fp16.  Each
-``dequantize_<kind>`` function documents its block's byte layout and performs the float32
-arithmetic in the same order as llama.cpp's ``dequantize_row_<kind>`` (``ggml-quants.c``),
-so the results are bit-identical to ggml's (and to ``gguf.quants.dequantize``).
+All multi-byte numbers are little-endian; d / dmin are IEEE fp16. Each `dequantize_<kind>`
+function documents its block's byte layout and performs the float32 arithmetic in the same
+order as llama.cpp's `dequantize_row_<kind>` (`ggml-quants.c`), so the results are
+bit-identical to ggml's (and to `gguf.quants.dequantize`).
 
-``quantize_q8_0`` / ``quantize_q4_0`` reproduce llama.cpp's reference quantizers
-``quantize_row_q8_0_ref`` / ``quantize_row_q4_0_ref`` byte for byte.
+`quantize_q8_0` / `quantize_q4_0` reproduce llama.cpp's reference quantizers
+`quantize_row_q8_0_ref` / `quantize_row_q4_0_ref` byte for byte.
 
-Everything is vectorised over blocks: no Python loop runs per block (a loop over chunks
-of rows bounds the temporary memory of :func:`dequantize` on big matrices).
+Everything is vectorised over blocks: no Python loop runs per block (a loop over chunks of rows
+bounds the temporary memory of `dequantize` on big matrices).
 """
-
-from __future__ import annotations
-
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
-
-__all__ = [
-    "BlockFormat",
-    "BLOCK_FORMATS",
-    "QuantizedWeight",
-    "dequantize",
-    "dequantize_rows",
-    "dequantize_blocks",
-    "dequantize_q8_0",
-    "dequantize_q5_0",
-    "dequantize_q4_0",
-    "dequantize_q4_k",
-    "dequantize_q6_k",
-    "quantize",
-    "quantize_q8_0",
-    "quantize_q4_0",
-]
-
-
-# ---------------------------------------------------------------------------------------
-# Formats
-# ---------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class BlockFormat:
-    """How one block of a quantization kind is laid out: ``block_elems`` weights in
-    ``block_bytes`` bytes."""
+    """How one block of a quantization kind is laid out: `block_elems` weights in
+    `block_bytes` bytes."""
 
     name: str
     block_elems: int
     block_bytes: int
 
 
-BLOCK_FORMATS: dict[str, BlockFormat] = {
+BLOCK_FORMATS = {
     fmt.name: fmt
     for fmt in (
         BlockFormat("q8_0", 32, 34),
@@ -82,7 +54,7 @@ BLOCK_FORMATS: dict[str, BlockFormat] = {
 }
 
 
-def _format(kind: str) -> BlockFormat:
+def _format(kind):
     try:
         return BLOCK_FORMATS[kind]
     except (KeyError, TypeError):
@@ -93,15 +65,15 @@ def _format(kind: str) -> BlockFormat:
 
 @dataclass
 class QuantizedWeight:
-    """A matrix of logical shape ``shape = (O, I)`` stored as ``blocks``, a ``uint8``
-    array ``[O, row_bytes]`` holding row ``o`` as ``I // block_elems`` consecutive blocks
-    of kind ``kind`` (see :data:`BLOCK_FORMATS`)."""
+    """A matrix of logical shape `shape = (O, I)` stored as `blocks`, a `uint8`
+    array `[O, row_bytes]` holding row `o` as `I // block_elems` consecutive blocks
+    of kind `kind` (see `BLOCK_FORMATS`)."""
 
     kind: str
     blocks: np.ndarray  # uint8 [O, row_bytes]
-    shape: tuple[int, int]  # logical [O, I]
+    shape: tuple  # logical (O, I)
 
-    def __post_init__(self) -> None:
+    def __post_init__(self):
         fmt = _format(self.kind)
         try:
             shape = tuple(int(s) for s in self.shape)
@@ -136,28 +108,25 @@ class QuantizedWeight:
         self.shape = shape
 
     @property
-    def format(self) -> BlockFormat:
+    def format(self):
         return BLOCK_FORMATS[self.kind]
 
     @property
-    def row_bytes(self) -> int:
+    def row_bytes(self):
         return self.blocks.shape[1]
 
     @property
-    def nbytes(self) -> int:
+    def nbytes(self):
         return self.blocks.nbytes
 
-    def dequantize(self) -> np.ndarray:
-        """float32 ``[O, I]``; see :func:`dequantize`."""
+    def dequantize(self):
+        """float32 `[O, I]`; see `dequantize`."""
         return dequantize(self)
 
 
-# ---------------------------------------------------------------------------------------
 # Small helpers
-# ---------------------------------------------------------------------------------------
 
-
-def _check_blocks(blocks: np.ndarray, fmt: BlockFormat) -> np.ndarray:
+def _check_blocks(blocks, fmt):
     blocks = np.asarray(blocks)
     if blocks.dtype != np.uint8 or blocks.ndim != 2 or blocks.shape[1] != fmt.block_bytes:
         raise ValueError(
@@ -167,36 +136,30 @@ def _check_blocks(blocks: np.ndarray, fmt: BlockFormat) -> np.ndarray:
     return np.ascontiguousarray(blocks)  # the fp16 / uint32 views need contiguous rows
 
 
-def _fp16_at(blocks: np.ndarray, offset: int) -> np.ndarray:
-    """The little-endian fp16 at byte ``offset`` of every block, as float32 ``[n, 1]``."""
+def _fp16_at(blocks, offset):
+    """The little-endian fp16 at byte `offset` of every block, as float32 `[n, 1]`."""
     return blocks[:, offset : offset + 2].view("<f2").astype(np.float32)
 
 
-def _nibbles(packed: np.ndarray) -> np.ndarray:
-    """Split bytes ``[..., m]`` into ``[..., 2m]``: all low nibbles, then all high nibbles.
+def _nibbles(packed):
+    """Split bytes `[..., m]` into `[..., 2m]`: all low nibbles, then all high nibbles.
 
-    This is the nibble order of the ``_0`` formats and of each 32-byte group of ``q4_k``:
-    byte ``j`` holds element ``j`` in its low nibble and element ``j + m`` in its high one.
+    This is the nibble order of the `_0` formats and of each 32-byte group of `q4_k`:
+    byte `j` holds element `j` in its low nibble and element `j + m` in its high one.
     """
     return np.concatenate([packed & 0x0F, packed >> 4], axis=-1)
 
 
-# ---------------------------------------------------------------------------------------
 # Dequantizers: [n_blocks, block_bytes] uint8 -> [n_blocks, block_elems] float32
-# ---------------------------------------------------------------------------------------
 
-
-def dequantize_q8_0(blocks: np.ndarray) -> np.ndarray:
+def dequantize_q8_0(blocks):
     """Q8_0, 32 elements in 34 bytes.
 
-    ======  =====  ==========================================
     bytes   type   meaning
-    ======  =====  ==========================================
-    0-1     fp16   scale ``d``
-    2-33    int8   ``q[0..31]``
-    ======  =====  ==========================================
+    0-1     fp16   scale `d`
+    2-33    int8   `q[0..31]`
 
-    ``x[j] = d * q[j]``.
+    `x[j] = d * q[j]`.
     """
     blocks = _check_blocks(blocks, BLOCK_FORMATS["q8_0"])
     d = _fp16_at(blocks, 0)
@@ -205,19 +168,16 @@ def dequantize_q8_0(blocks: np.ndarray) -> np.ndarray:
     return x
 
 
-def dequantize_q5_0(blocks: np.ndarray) -> np.ndarray:
+def dequantize_q5_0(blocks):
     """Q5_0, 32 elements in 22 bytes.
 
-    ======  ======  ==========================================================
     bytes   type    meaning
-    ======  ======  ==========================================================
-    0-1     fp16    scale ``d``
-    2-5     uint32  ``qh``: bit ``j`` is the 5th (high) bit of element ``j``
-    6-21    uint8   low 4 bits: byte ``j`` holds element ``j`` in its low
-                    nibble and element ``j + 16`` in its high nibble
-    ======  ======  ==========================================================
+    0-1     fp16    scale `d`
+    2-5     uint32  `qh`: bit `j` is the 5th (high) bit of element `j`
+    6-21    uint8   low 4 bits: byte `j` holds element `j` in its low
+                    nibble and element `j + 16` in its high nibble
 
-    ``q[j] = low4[j] | (bit j of qh) << 4`` (0..31) and ``x[j] = d * (q[j] - 16)``.
+    `q[j] = low4[j] | (bit j of qh) << 4` (0..31) and `x[j] = d * (q[j] - 16)`.
     """
     blocks = _check_blocks(blocks, BLOCK_FORMATS["q5_0"])
     d = _fp16_at(blocks, 0)
@@ -228,18 +188,15 @@ def dequantize_q5_0(blocks: np.ndarray) -> np.ndarray:
     return d * q.astype(np.float32)
 
 
-def dequantize_q4_0(blocks: np.ndarray) -> np.ndarray:
+def dequantize_q4_0(blocks):
     """Q4_0, 32 elements in 18 bytes.
 
-    ======  =====  ============================================================
     bytes   type   meaning
-    ======  =====  ============================================================
-    0-1     fp16   scale ``d``
-    2-17    uint8  byte ``j`` holds element ``j`` in its low nibble and element
-                   ``j + 16`` in its high nibble
-    ======  =====  ============================================================
+    0-1     fp16   scale `d`
+    2-17    uint8  byte `j` holds element `j` in its low nibble and element
+                   `j + 16` in its high nibble
 
-    ``x[j] = d * (q[j] - 8)``.
+    `x[j] = d * (q[j] - 8)`.
     """
     blocks = _check_blocks(blocks, BLOCK_FORMATS["q4_0"])
     d = _fp16_at(blocks, 0)
@@ -247,13 +204,13 @@ def dequantize_q4_0(blocks: np.ndarray) -> np.ndarray:
     return d * q.astype(np.float32)
 
 
-def _q4_k_scales_and_mins(packed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Unpack the 12 bytes ``s[0..11]`` of eight 6-bit scales ``sc`` and mins ``m``.
+def _q4_k_scales_and_mins(packed):
+    """Unpack the 12 bytes `s[0..11]` of eight 6-bit scales `sc` and mins `m`.
 
-    For sub-blocks ``j = 0..3`` the low 6 bits of ``s[j]`` / ``s[j + 4]`` are ``sc[j]`` /
-    ``m[j]``.  For ``j = 4..7`` the low 4 bits come from the nibbles of ``s[j + 4]``
-    (low nibble: ``sc``, high nibble: ``m``) and the top 2 bits from the otherwise unused
-    top 2 bits of ``s[j - 4]`` (``sc``) and ``s[j]`` (``m``)::
+    For sub-blocks `j = 0..3` the low 6 bits of `s[j]` / `s[j + 4]` are `sc[j]` /
+    `m[j]`.  For `j = 4..7` the low 4 bits come from the nibbles of `s[j + 4]`
+    (low nibble: `sc`, high nibble: `m`) and the top 2 bits from the otherwise unused
+    top 2 bits of `s[j - 4]` (`sc`) and `s[j]` (`m`):
 
         byte  0..3 : [sc4..7 bits 4-5][sc0..3]
         byte  4..7 : [ m4..7 bits 4-5][ m0..3]
@@ -265,23 +222,20 @@ def _q4_k_scales_and_mins(packed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return sc, m  # uint8 [n, 8] each
 
 
-def dequantize_q4_k(blocks: np.ndarray) -> np.ndarray:
+def dequantize_q4_k(blocks):
     """Q4_K, 256 elements in 144 bytes: 8 sub-blocks of 32 with their own scale and min.
 
-    ========  =====  ==============================================================
     bytes     type   meaning
-    ========  =====  ==============================================================
-    0-1       fp16   super-block scale ``d``
-    2-3       fp16   super-block min scale ``dmin``
-    4-15      uint8  eight 6-bit scales ``sc[s]`` and mins ``m[s]`` (see
-                     :func:`_q4_k_scales_and_mins`)
-    16-143    uint8  4-bit quants, in 4 groups of 32 bytes; group ``g`` holds
-                     sub-block ``2g`` in the low nibbles and ``2g + 1`` in the high
-                     nibbles (byte ``16 + 32g + l`` -> elements ``64g + l`` and
-                     ``64g + 32 + l``)
-    ========  =====  ==============================================================
+    0-1       fp16   super-block scale `d`
+    2-3       fp16   super-block min scale `dmin`
+    4-15      uint8  eight 6-bit scales `sc[s]` and mins `m[s]` (see
+                     `_q4_k_scales_and_mins`)
+    16-143    uint8  4-bit quants, in 4 groups of 32 bytes; group `g` holds
+                     sub-block `2g` in the low nibbles and `2g + 1` in the high
+                     nibbles (byte `16 + 32g + l` -> elements `64g + l` and
+                     `64g + 32 + l`)
 
-    ``x = (d * sc[s]) * q - (dmin * m[s])`` for an element of sub-block ``s``.
+    `x = (d * sc[s]) * q - (dmin * m[s])` for an element of sub-block `s`.
     """
     blocks = _check_blocks(blocks, BLOCK_FORMATS["q4_k"])
     n = blocks.shape[0]
@@ -295,27 +249,24 @@ def dequantize_q4_k(blocks: np.ndarray) -> np.ndarray:
     return (scale * q - offset).reshape(n, 256)
 
 
-def dequantize_q6_k(blocks: np.ndarray) -> np.ndarray:
+def dequantize_q6_k(blocks):
     """Q6_K, 256 elements in 210 bytes: 16 sub-blocks of 16, each with an int8 scale.
 
-    ========  =====  ==============================================================
     bytes     type   meaning
-    ========  =====  ==============================================================
-    0-127     uint8  ``ql``: low 4 bits, two halves of 64 bytes
-    128-191   uint8  ``qh``: high 2 bits, two halves of 32 bytes
-    192-207   int8   ``scale[0..15]``, one per 16 consecutive elements
-    208-209   fp16   super-block scale ``d``
-    ========  =====  ==============================================================
+    0-127     uint8  `ql`: low 4 bits, two halves of 64 bytes
+    128-191   uint8  `qh`: high 2 bits, two halves of 32 bytes
+    192-207   int8   `scale[0..15]`, one per 16 consecutive elements
+    208-209   fp16   super-block scale `d`
 
-    Half ``h`` (elements ``128h .. 128h+127``) uses ``ql[64h : 64h+64]`` and
-    ``qh[32h : 32h+32]``; within it, for ``l = 0..31``::
+    Half `h` (elements `128h .. 128h+127`) uses `ql[64h : 64h+64]` and
+    `qh[32h : 32h+32]`; within it, for `l = 0..31`:
 
         element l      : low  nibble of ql[l]      | bits 0-1 of qh[l] << 4
         element l + 32 : low  nibble of ql[l + 32] | bits 2-3 of qh[l] << 4
         element l + 64 : high nibble of ql[l]      | bits 4-5 of qh[l] << 4
         element l + 96 : high nibble of ql[l + 32] | bits 6-7 of qh[l] << 4
 
-    ``x[e] = (d * scale[e // 16]) * (q[e] - 32)``.
+    `x[e] = (d * scale[e // 16]) * (q[e] - 32)`.
     """
     blocks = _check_blocks(blocks, BLOCK_FORMATS["q6_k"])
     n = blocks.shape[0]
@@ -330,7 +281,7 @@ def dequantize_q6_k(blocks: np.ndarray) -> np.ndarray:
     return ((d * scale)[:, :, None] * q).reshape(n, 256)
 
 
-_DEQUANTIZERS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+_DEQUANTIZERS = {
     "q8_0": dequantize_q8_0,
     "q5_0": dequantize_q5_0,
     "q4_0": dequantize_q4_0,
@@ -339,8 +290,8 @@ _DEQUANTIZERS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 }
 
 
-def dequantize_blocks(kind: str, blocks: np.ndarray) -> np.ndarray:
-    """``[n_blocks, block_bytes]`` uint8 of ``kind`` -> ``[n_blocks, block_elems]`` float32."""
+def dequantize_blocks(kind, blocks):
+    """`[n_blocks, block_bytes]` uint8 of `kind` -> `[n_blocks, block_elems]` float32."""
     _format(kind)
     return _DEQUANTIZERS[kind](blocks)
 
@@ -349,8 +300,8 @@ def dequantize_blocks(kind: str, blocks: np.ndarray) -> np.ndarray:
 _CHUNK_BLOCKS = 1 << 16
 
 
-def dequantize(qw: QuantizedWeight) -> np.ndarray:
-    """The float32 matrix ``[O, I]`` that ``qw`` encodes."""
+def dequantize(qw):
+    """The float32 matrix `[O, I]` that `qw` encodes."""
     fmt = qw.format
     n_rows, n_cols = qw.shape
     out = np.empty((n_rows, n_cols), dtype=np.float32)
@@ -364,9 +315,9 @@ def dequantize(qw: QuantizedWeight) -> np.ndarray:
     return out
 
 
-def dequantize_rows(qw: QuantizedWeight, rows) -> np.ndarray:
-    """Dequantize only ``rows`` (ints or an int array of any shape) of ``qw``:
-    float32 ``[*rows.shape, I]``.  An embedding lookup is ``dequantize_rows(embedding, ids)``."""
+def dequantize_rows(qw, rows):
+    """Dequantize only `rows` (ints or an int array of any shape) of `qw`:
+    float32 `[*rows.shape, I]`.  An embedding lookup is `dequantize_rows(embedding, ids)`."""
     rows = np.asarray(rows)
     if not np.issubdtype(rows.dtype, np.integer):
         raise ValueError(f"rows must be integers, got dtype {rows.dtype}")
@@ -376,12 +327,9 @@ def dequantize_rows(qw: QuantizedWeight, rows) -> np.ndarray:
     return values.reshape(*rows.shape, qw.shape[1])
 
 
-# ---------------------------------------------------------------------------------------
 # Quantizers (llama.cpp reference quantizers)
-# ---------------------------------------------------------------------------------------
 
-
-def _as_blocks(w: np.ndarray, fmt: BlockFormat) -> np.ndarray:
+def _as_blocks(w, fmt):
     w = np.asarray(w)
     if w.ndim != 2:
         raise ValueError(f"{fmt.name}: expected a 2-D matrix [O, I], got shape {w.shape}")
@@ -393,19 +341,19 @@ def _as_blocks(w: np.ndarray, fmt: BlockFormat) -> np.ndarray:
     return w.astype(np.float32, copy=False).reshape(-1, fmt.block_elems)
 
 
-def _round_half_away_from_zero(v: np.ndarray) -> np.ndarray:
-    """C's ``roundf``: nearest integer, ties away from zero.  (``np.round`` rounds ties to
-    even, and ``floor(v + 0.5)`` can be wrong because ``v + 0.5`` itself rounds.)"""
+def _round_half_away_from_zero(v):
+    """C's `roundf`: nearest integer, ties away from zero.  (`np.round` rounds ties to
+    even, and `floor(v + 0.5)` can be wrong because `v + 0.5` itself rounds.)"""
     whole = np.trunc(v)
     frac = v - whole  # exact
     return whole + np.where(np.abs(frac) >= 0.5, np.sign(v), np.float32(0))
 
 
-def quantize_q8_0(w: np.ndarray) -> QuantizedWeight:
-    """Quantize float32 ``[O, I]`` to Q8_0 like llama.cpp's ``quantize_row_q8_0_ref``.
+def quantize_q8_0(w):
+    """Quantize float32 `[O, I]` to Q8_0 like llama.cpp's `quantize_row_q8_0_ref`.
 
-    Per block: ``d = max|x| / 127``; ``q = roundf(x * (1/d))`` (``q = 0`` when ``d = 0``);
-    ``d`` is stored as fp16 (round to nearest even).  All arithmetic is float32.
+    Per block: `d = max|x| / 127`; `q = roundf(x * (1/d))` (`q = 0` when `d = 0`);
+    `d` is stored as fp16 (round to nearest even).  All arithmetic is float32.
     """
     fmt = BLOCK_FORMATS["q8_0"]
     x = _as_blocks(w, fmt)
@@ -419,13 +367,13 @@ def quantize_q8_0(w: np.ndarray) -> QuantizedWeight:
     return QuantizedWeight("q8_0", packed.reshape(n_rows, -1), (n_rows, n_cols))
 
 
-def quantize_q4_0(w: np.ndarray) -> QuantizedWeight:
-    """Quantize float32 ``[O, I]`` to Q4_0 like llama.cpp's ``quantize_row_q4_0_ref``.
+def quantize_q4_0(w):
+    """Quantize float32 `[O, I]` to Q4_0 like llama.cpp's `quantize_row_q4_0_ref`.
 
-    Per block: ``max`` is the (first) element of largest magnitude, *with its sign*;
-    ``d = max / -8`` so that element becomes exactly ``q = 0`` (value ``-8 d = max``);
-    ``q = min(15, trunc(x * (1/d) + 8.5))`` (elements of the opposite sign near ``-max``
-    would need ``q = 16`` and are clipped to 15).  ``d`` is stored as fp16.
+    Per block: `max` is the (first) element of largest magnitude, with its sign;
+    `d = max / -8` so that element becomes exactly `q = 0` (value `-8 d = max`);
+    `q = min(15, trunc(x * (1/d) + 8.5))` (elements of the opposite sign near `-max`
+    would need `q = 16` and are clipped to 15).  `d` is stored as fp16.
     """
     fmt = BLOCK_FORMATS["q4_0"]
     x = _as_blocks(w, fmt)
@@ -441,14 +389,14 @@ def quantize_q4_0(w: np.ndarray) -> QuantizedWeight:
     return QuantizedWeight("q4_0", packed.reshape(n_rows, -1), (n_rows, n_cols))
 
 
-_QUANTIZERS: dict[str, Callable[[np.ndarray], QuantizedWeight]] = {
+_QUANTIZERS = {
     "q8_0": quantize_q8_0,
     "q4_0": quantize_q4_0,
 }
 
 
-def quantize(w: np.ndarray, kind: str) -> QuantizedWeight:
-    """Quantize float32 ``[O, I]`` to ``kind`` (``q8_0`` or ``q4_0``)."""
+def quantize(w, kind):
+    """Quantize float32 `[O, I]` to `kind` (`q8_0` or `q4_0`)."""
     _format(kind)
     if kind not in _QUANTIZERS:
         raise ValueError(f"no quantizer for {kind!r}; available: {sorted(_QUANTIZERS)}")

@@ -1,52 +1,55 @@
 """Read Gemma GGUF files (llama.cpp's format): hyperparameters and tensors under minigemma's
-semantic names.
+semantic names (docs/formats.md#gguf).
 
-* :func:`read_gguf_hparams` -> a dict of :class:`minigemma.models.config.GemmaConfig` fields.
-* :func:`iter_gguf_tensors` -> ``(semantic_name, value)`` in file order, ``value`` a float32
-  array (F32/F16/BF16 tensors) or a :class:`minigemma.formats.gguf.blocks.QuantizedWeight` (block kinds
-  ``q8_0, q5_0, q4_0, q4_k, q6_k``; the blocks are kept as they are, not dequantized).
+    read_gguf_hparams(source)  -> a dict of `minigemma.models.config.GemmaConfig` fields
+    iter_gguf_tensors(source)  -> (semantic name, value) in file order, value a float32 array
+                                  (F32/F16/BF16 tensors) or a QuantizedWeight (block kinds q8_0,
+                                  q5_0, q4_0, q4_k, q6_k; the blocks kept as they are)
 
-Both accept a path or an already opened ``gguf.GGUFReader`` (opening one parses the
-262144-entry vocabulary, which takes seconds).
+Both accept a path or an already opened `gguf.GGUFReader` (opening one parses the
+262144-entry vocabulary, which takes seconds); `open_gguf` opens one, and `gguf_value` reads a
+metadata key, for every GGUF reader of the package (the vocabulary's included).
 
-Shapes.  GGUF lists a tensor's dims fastest-first, so ``blk.N.attn_q`` ``[640, 1024]`` is the
-row-major matrix ``[1024, 640]`` = HF ``q_proj`` ``[out, in]``: the logical shape is the GGUF
-dims reversed, and a quantized matrix's bytes are already ``[O, row_bytes]``.
+Shapes. GGUF lists a tensor's dims fastest-first, so `blk.N.attn_q` [640, 1024] is the
+row-major matrix [1024, 640] = HF `q_proj` [out, in]: the logical shape is the GGUF dims
+reversed, and a quantized matrix's bytes are already [O, row_bytes].
 
-Norm gains.  Gemma's RMSNorm computes ``x / rms(x) * (1 + w)``; minigemma stores the full gain
-``g = 1 + w``.  llama.cpp's converter (``convert_hf_to_gguf.py``, Gemma/Gemma2/Gemma3
-``modify_tensors``: ``if name.endswith("norm.weight"): data_torch = data_torch + 1``) stores
-``1 + w`` for every HF tensor ending in ``norm.weight``, and llama.cpp multiplies by the stored
-weight directly.  So GGUF norms are taken exactly as stored: all seven kinds, ``attn_norm``,
-``post_attention_norm``, ``ffn_norm``, ``post_ffw_norm``, ``attn_q_norm``, ``attn_k_norm`` and
-``output_norm``, the per-head q/k norms included.
+Norm gains. Gemma's RMSNorm computes x / rms(x) * (1 + w); minigemma stores the full gain
+g = 1 + w. llama.cpp's converter (`convert_hf_to_gguf.py`, Gemma/Gemma2/Gemma3
+`modify_tensors`: `if name.endswith("norm.weight"): data_torch = data_torch + 1`) stores 1 + w
+for every HF tensor ending in `norm.weight`, and llama.cpp multiplies by the stored weight
+directly. So GGUF norms are taken exactly as stored: all seven kinds, `attn_norm`,
+`post_attention_norm`, `ffn_norm`, `post_ffw_norm`, `attn_q_norm`, `attn_k_norm` and
+`output_norm`, the per-head q/k norms included (docs/numerics.md#gguf-norms).
 
 How this was verified (Gemma 3 270M Q4_K_M, transformers 5.24, gguf 0.19): HF transformers
-loaded the same GGUF (``AutoModelForCausalLM.from_pretrained(dir, gguf_file=...,
-dtype=torch.float32)``).  Its GGUF loader (``modeling_gguf_pytorch_utils.py``,
-``Gemma2TensorProcessor``, used for ``gemma2`` and ``gemma3``) subtracts 1 from every tensor
-whose GGUF name contains ``norm.weight``.  Compared tensor by tensor with the GGUF: every norm
-of all seven kinds (incl. ``attn_q_norm`` / ``attn_k_norm``) satisfied ``hf == gguf - 1``
-bitwise, and every other tensor (``token_embd`` and all projections) ``hf == dequant(gguf)``
-bitwise.  Functionally, HF's ``Gemma3RMSNorm`` (``x / rms * (1 + w_hf)``) applied to random
-inputs equals ``x / rms * g_gguf`` to 1e-7 relative, for the final norm and a q_norm.  The
-stored values look like full gains too (``output_norm`` mean 26.3, ``attn_norm`` of block 0 in
-[7.4, 62.5], q/k norms mean ~1.97).  Note that HF's loader does *not* subtract 1 for the
-``gemma`` (Gemma 1) architecture, although llama.cpp's Gemma 1 converter adds it as well.
+loaded the same GGUF (`AutoModelForCausalLM.from_pretrained(dir, gguf_file=...,
+dtype=torch.float32)`). Its GGUF loader (`modeling_gguf_pytorch_utils.py`,
+`Gemma2TensorProcessor`, used for `gemma2` and `gemma3`) subtracts 1 from every tensor whose
+GGUF name contains `norm.weight`. Compared tensor by tensor with the GGUF: every norm of all
+seven kinds (incl. `attn_q_norm` / `attn_k_norm`) satisfied hf == gguf - 1 bitwise, and every
+other tensor (`token_embd` and all projections) hf == dequant(gguf) bitwise. Functionally,
+HF's `Gemma3RMSNorm` (x / rms * (1 + w_hf)) applied to random inputs equals x / rms * g_gguf
+to 1e-7 relative, for the final norm and a q_norm. The stored values look like full gains too
+(`output_norm` mean 26.3, `attn_norm` of block 0 in [7.4, 62.5], q/k norms mean ~1.97). Note
+that HF's loader does not subtract 1 for the `gemma` (Gemma 1) architecture, although
+llama.cpp's Gemma 1 converter adds it as well.
 """
-
-from __future__ import annotations
-
 import os
 import re
-from typing import Iterator
 
 import numpy as np
 
 from minigemma.formats.gguf.blocks import BLOCK_FORMATS, QuantizedWeight
+from minigemma.models.config import (
+    FAMILY_DEFAULTS,
+    GemmaConfig,
+    default_layer_types,
+    field_defaults,
+)
 
 # GGUF tensor name (without ".weight"; "{i}" = block index) -> minigemma semantic name.
-GGUF_TO_SEMANTIC: dict[str, str] = {
+GGUF_TO_SEMANTIC = {
     "token_embd": "embedding",  # [V, D]; the output projection is tied to it
     "output_norm": "final_norm",  # [D]
     "blk.{i}.attn_norm": "layers.{i}.pre_attn_norm",  # [D]
@@ -65,6 +68,8 @@ GGUF_TO_SEMANTIC: dict[str, str] = {
 }
 
 FAMILIES = ("gemma", "gemma2", "gemma3")  # GGUF general.architecture values we read
+# llama.cpp's RoPE base when a file has no rope.freq_base, whatever the architecture.
+LLAMA_CPP_ROPE_BASE = 10_000.0
 
 _GLOBAL_NAMES = {k: v for k, v in GGUF_TO_SEMANTIC.items() if "{i}" not in k}
 _BLOCK_NAMES = {
@@ -73,13 +78,12 @@ _BLOCK_NAMES = {
 _BLOCK_RE = re.compile(r"^blk\.(\d+)\.(.+)$")
 
 
-# ---------------------------------------------------------------------------------------
-# Opening and metadata helpers
-# ---------------------------------------------------------------------------------------
+def open_gguf(source):
+    """A `gguf.GGUFReader` for a path, or the reader itself when given one.
 
-
-def _reader(source):
-    """A ``gguf.GGUFReader`` for a path, or the reader itself."""
+    FileNotFoundError when there is no file; ValueError naming the file when it is not a GGUF
+    file (its first four bytes are not b"GGUF") or the `gguf` package cannot parse it.
+    """
     import gguf
 
     if isinstance(source, gguf.GGUFReader):
@@ -87,23 +91,32 @@ def _reader(source):
     path = os.fspath(source)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no GGUF file at {path}")
-    return gguf.GGUFReader(path, "r")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic != b"GGUF":
+        raise ValueError(f"{path} is not a GGUF file (magic {magic!r}, expected b'GGUF')")
+    try:
+        return gguf.GGUFReader(path, "r")
+    except Exception as err:  # gguf raises ValueError, struct.error, IndexError…
+        raise ValueError(f"{path}: cannot read GGUF file ({err})") from None
 
 
-_MISSING = object()
+_REQUIRED = object()
 
 
-def _get(reader, key, default=_MISSING):
+def gguf_value(reader, key, default=_REQUIRED):
+    """The metadata value at `key` as a Python value (str, int, float, bool or list);
+    `default` when the file lacks the key, ValueError when there is no default."""
     field = reader.fields.get(key)
     if field is None:
-        if default is _MISSING:
+        if default is _REQUIRED:
             raise ValueError(f"GGUF metadata lacks the required key {key!r}")
         return default
     return field.contents()
 
 
-def _get_int(reader, key, default=_MISSING):
-    value = _get(reader, key, default)
+def _get_int(reader, key, default=_REQUIRED):
+    value = gguf_value(reader, key, default)
     if isinstance(value, list):  # some keys may be per-layer arrays
         if len(set(value)) != 1:
             raise ValueError(f"GGUF key {key!r} varies per layer ({value}); not supported")
@@ -111,8 +124,8 @@ def _get_int(reader, key, default=_MISSING):
     return value if value is None else int(value)
 
 
-def _get_float(reader, key, default=_MISSING):
-    value = _get(reader, key, default)
+def _get_float(reader, key, default=_REQUIRED):
+    value = gguf_value(reader, key, default)
     if value is None:
         return None
     # GGUF stores float32: give the shortest decimal that round-trips through float32
@@ -120,8 +133,8 @@ def _get_float(reader, key, default=_MISSING):
     return float(str(np.float32(value)))
 
 
-def _architecture(reader) -> str:
-    arch = _get(reader, "general.architecture", None)
+def _architecture(reader):
+    arch = gguf_value(reader, "general.architecture", None)
     if arch not in FAMILIES:
         raise ValueError(
             f"unsupported GGUF architecture {arch!r}: minigemma reads {', '.join(FAMILIES)}"
@@ -129,37 +142,37 @@ def _architecture(reader) -> str:
     return arch
 
 
-# ---------------------------------------------------------------------------------------
-# Hyperparameters
-# ---------------------------------------------------------------------------------------
-
-
-def read_gguf_hparams(source) -> dict:
-    """minigemma config fields (:class:`minigemma.models.config.GemmaConfig`) from GGUF metadata.
+def read_gguf_hparams(source):
+    """minigemma config fields (`minigemma.models.config.GemmaConfig`) from GGUF metadata.
 
     Keys: family, vocab_size, d_model, num_layers, num_heads, num_kv_heads, head_dim,
     ffn_dim, layer_types, sliding_window, rope_base_global, rope_base_local,
     rope_scale_global, query_pre_attn_scalar, attn_softcap, final_softcap, qk_norm,
     post_norms, rms_eps, max_position, bos_id, eos_id, pad_id.
 
-    Values not in the file follow llama.cpp (``llama-model.cpp``, ``load_hparams``):
+    What the file leaves out follows llama.cpp (`llama-model.cpp`, `load_hparams`), which
+    agrees with the family defaults of `minigemma.models.config.FAMILY_DEFAULTS`:
 
-    * Gemma 3: local (sliding) layers use RoPE base 10000 (hard-coded in llama.cpp; a
-      ``gemma3.rope.freq_base_swa`` key is honoured if present); layer ``i`` is global iff
-      ``(i + 1) % 6 == 0`` (all global when the file has no sliding window); no attention
-      softcap; final softcap only if ``gemma3.final_logit_softcapping`` is present; linear
-      RoPE scaling (``rope.scaling.type == "linear"``, Gemma 3 4B+) applies to global layers
-      only and is returned as ``rope_scale_global``.
-    * Gemma 2: even layers local, window 4096 and softcaps 50 / 30 unless the file says
-      otherwise; the same RoPE base for all layers.
-    * Gemma 1: all layers global, no softcaps.
-    * ``query_pre_attn_scalar`` (the score scale is its ``-1/2`` power): ``head_dim``, except
-      for the 27B models (46 blocks for Gemma 2, 62 for Gemma 3) where llama.cpp, following
-      gemma_pytorch, uses ``d_model / num_heads``.
+    * the layer pattern is `default_layer_types`: Gemma 1 all global, Gemma 2 even layers
+      local, Gemma 3 layer i global iff (i + 1) % 6 == 0, all global when the file has no
+      sliding window (0 means none);
+    * Gemma 2: window 4096 and soft-caps 50 / 30 unless the file says otherwise (a cap of 0
+      turns it off); one RoPE base for all layers, as in Gemma 1;
+    * Gemma 3: local layers use RoPE base 10000 (hard-coded in llama.cpp; a
+      `gemma3.rope.freq_base_swa` key is honoured if present); no attention soft-cap; a final
+      soft-cap only if `gemma3.final_logit_softcapping` is present; linear RoPE scaling
+      (`rope.scaling.type == "linear"`, Gemma 3 4B+) applies to global layers only and is
+      returned as rope_scale_global;
+    * the global RoPE base is 10000 when the file has none (llama.cpp's rule for every model);
+    * query_pre_attn_scalar (the score scale is its -1/2 power): head_dim, except for the 27B
+      models (46 blocks for Gemma 2, 62 for Gemma 3) where llama.cpp, following gemma_pytorch,
+      uses d_model / num_heads.
     """
-    r = _reader(source)
+    r = open_gguf(source)
     arch = _architecture(r)
     a = arch + "."
+    family = FAMILY_DEFAULTS[arch]
+    config_defaults = field_defaults(GemmaConfig)
 
     d_model = _get_int(r, a + "embedding_length")
     num_layers = _get_int(r, a + "block_count")
@@ -170,48 +183,26 @@ def read_gguf_hparams(source) -> dict:
     if value_dim != head_dim:
         raise ValueError(f"key_length {head_dim} != value_length {value_dim}: not supported")
 
-    rope_base_global = _get_float(r, a + "rope.freq_base", 10_000.0)
+    rope_base_global = _get_float(r, a + "rope.freq_base", LLAMA_CPP_ROPE_BASE)
+    rope_base_local = rope_base_global
+    if family["rope_base_local"] is not None:  # Gemma 3: a base of its own for local layers
+        rope_base_local = _get_float(r, a + "rope.freq_base_swa", family["rope_base_local"])
     rope_scale_global = 1.0
-    scaling = _get(r, a + "rope.scaling.type", None)
+    scaling = gguf_value(r, a + "rope.scaling.type", None)
     if scaling not in (None, "none"):
         factor = _get_float(r, a + "rope.scaling.factor", 1.0)
         if scaling != "linear" and factor != 1.0:
             raise ValueError(f"RoPE scaling {scaling!r} is not supported (only linear)")
         rope_scale_global = factor
-    if _get(r, a + "rope.scale_linear", None) is not None:  # older spelling of the factor
+    if gguf_value(r, a + "rope.scale_linear", None) is not None:  # older spelling of the factor
         rope_scale_global = _get_float(r, a + "rope.scale_linear")
 
-    attn_softcap = _get_float(r, a + "attn_logit_softcapping", None)
-    final_softcap = _get_float(r, a + "final_logit_softcapping", None)
-    sliding_window = _get_int(r, a + "attention.sliding_window", None)
-    if sliding_window == 0:
+    attn_softcap = _get_float(r, a + "attn_logit_softcapping", family["attn_softcap"])
+    final_softcap = _get_float(r, a + "final_logit_softcapping", family["final_softcap"])
+    sliding_window = _get_int(r, a + "attention.sliding_window", None) or family["sliding_window"]
+    layer_types = default_layer_types(arch, num_layers, windowed=sliding_window is not None)
+    if "local" not in layer_types:  # Gemma 1, or no window: a window would mean nothing
         sliding_window = None
-
-    if arch == "gemma":
-        layer_types = ("global",) * num_layers
-        sliding_window = None
-        rope_base_local = rope_base_global
-        qk_norm, post_norms = False, False
-    elif arch == "gemma2":
-        sliding_window = sliding_window or 4096
-        layer_types = tuple("local" if i % 2 == 0 else "global" for i in range(num_layers))
-        rope_base_local = rope_base_global
-        attn_softcap = 50.0 if attn_softcap is None else attn_softcap
-        final_softcap = 30.0 if final_softcap is None else final_softcap
-        qk_norm, post_norms = False, True
-    else:  # gemma3
-        if sliding_window is None:
-            layer_types = ("global",) * num_layers
-        else:
-            layer_types = tuple(
-                "global" if (i + 1) % 6 == 0 else "local" for i in range(num_layers)
-            )
-        rope_base_local = _get_float(r, a + "rope.freq_base_swa", 10_000.0)
-        qk_norm, post_norms = True, True
-    if attn_softcap == 0.0:
-        attn_softcap = None
-    if final_softcap == 0.0:
-        final_softcap = None
 
     is_27b = (arch, num_layers) in (("gemma2", 46), ("gemma3", 62))
     query_pre_attn_scalar = float(d_model // num_heads if is_27b else head_dim)
@@ -231,19 +222,20 @@ def read_gguf_hparams(source) -> dict:
         "rope_base_local": rope_base_local,
         "rope_scale_global": rope_scale_global,
         "query_pre_attn_scalar": query_pre_attn_scalar,
-        "attn_softcap": attn_softcap,
-        "final_softcap": final_softcap,
-        "qk_norm": qk_norm,
-        "post_norms": post_norms,
-        "rms_eps": _get_float(r, a + "attention.layer_norm_rms_epsilon", 1e-6),
+        "attn_softcap": attn_softcap or None,  # 0: no cap
+        "final_softcap": final_softcap or None,
+        "qk_norm": family["qk_norm"],
+        "post_norms": family["post_norms"],
+        "rms_eps": _get_float(r, a + "attention.layer_norm_rms_epsilon",
+                              config_defaults["rms_eps"]),
         "max_position": _get_int(r, a + "context_length"),
-        "bos_id": _get_int(r, "tokenizer.ggml.bos_token_id", 2),
-        "eos_id": _get_int(r, "tokenizer.ggml.eos_token_id", 1),
-        "pad_id": _get_int(r, "tokenizer.ggml.padding_token_id", 0),
+        "bos_id": _get_int(r, "tokenizer.ggml.bos_token_id", config_defaults["bos_id"]),
+        "eos_id": _get_int(r, "tokenizer.ggml.eos_token_id", config_defaults["eos_id"]),
+        "pad_id": _get_int(r, "tokenizer.ggml.padding_token_id", config_defaults["pad_id"]),
     }
 
 
-def _vocab_size(r, arch) -> int:
+def _vocab_size(r, arch):
     size = _get_int(r, arch + ".vocab_size", None)
     if size is not None:
         return size
@@ -256,14 +248,9 @@ def _vocab_size(r, arch) -> int:
     raise ValueError("cannot tell the vocabulary size: no token_embd tensor and no vocab")
 
 
-# ---------------------------------------------------------------------------------------
-# Tensors
-# ---------------------------------------------------------------------------------------
-
-
-def semantic_name(gguf_name: str) -> str:
-    """The minigemma name of a GGUF tensor name (``blk.3.attn_q.weight`` ->
-    ``layers.3.q_proj``); ValueError for a tensor minigemma does not know."""
+def semantic_name(gguf_name):
+    """The minigemma name of a GGUF tensor name (`blk.3.attn_q.weight` -> `layers.3.q_proj`);
+    ValueError for a tensor minigemma does not know."""
     base = gguf_name.removesuffix(".weight")
     if base in _GLOBAL_NAMES:
         return _GLOBAL_NAMES[base]
@@ -276,7 +263,7 @@ def semantic_name(gguf_name: str) -> str:
     raise ValueError(f"unknown GGUF tensor {gguf_name!r}{hint}")
 
 
-def _float_value(t, shape, copy: bool) -> np.ndarray:
+def _float_value(t, shape, copy):
     kind = t.tensor_type.name
     raw = np.asarray(t.data)
     if kind == "F32":
@@ -290,21 +277,21 @@ def _float_value(t, shape, copy: bool) -> np.ndarray:
     raise AssertionError(kind)
 
 
-def iter_gguf_tensors(source, *, copy: bool = True) -> Iterator[tuple[str, object]]:
-    """Yield ``(semantic_name, value)`` for every tensor of a Gemma GGUF, in file order.
+def iter_gguf_tensors(source, *, copy=True):
+    """Yield (semantic name, value) for every tensor of a Gemma GGUF, in file order.
 
-    ``value`` is a float32 array in HF orientation (``[out, in]`` matrices, ``[n]`` vectors)
-    for F32/F16/BF16 tensors, or a :class:`QuantizedWeight` of logical shape ``[O, I]`` with
-    ``blocks`` uint8 ``[O, row_bytes]`` for the block kinds of :data:`BLOCK_FORMATS`.  Norm
-    gains are yielded exactly as stored (they are already ``1 + w``; see the module doc).
-    ``copy=False`` yields read-only views into the memory-mapped file instead of copies.
+    value is a float32 array in HF orientation ([out, in] matrices, [n] vectors) for
+    F32/F16/BF16 tensors, or a QuantizedWeight of logical shape [O, I] with blocks uint8
+    [O, row_bytes] for the block kinds of BLOCK_FORMATS. Norm gains are yielded exactly as
+    stored (they are already 1 + w; see the module docstring). copy=False yields read-only
+    views into the memory-mapped file instead of copies.
 
     Raises ValueError naming the tensor for an unknown tensor name, a duplicate, or an
     unsupported storage type.
     """
-    r = _reader(source)
+    r = open_gguf(source)
     _architecture(r)
-    seen: set[str] = set()
+    seen = set()
     for t in r.tensors:
         name = semantic_name(t.name)
         if name in seen:
@@ -330,14 +317,14 @@ def iter_gguf_tensors(source, *, copy: bool = True) -> Iterator[tuple[str, objec
             )
 
 
-def gguf_tensor_types(source) -> dict[str, str]:
-    """``{semantic_name: storage}`` with storage ``"f32"``/``"f16"``/``"bf16"`` or a block kind
-    (``"q8_0"``, ...), without reading any tensor data."""
-    r = _reader(source)
+def gguf_tensor_types(source):
+    """{semantic name: storage} with storage "f32" / "f16" / "bf16" or a block kind ("q8_0",
+    …), without reading any tensor data."""
+    r = open_gguf(source)
     return {semantic_name(t.name): t.tensor_type.name.lower() for t in r.tensors}
 
 
-if __name__ == "__main__":  # pragma: no cover - quick inspection: python -m ... FILE
+if __name__ == "__main__":  # quick inspection: python -m minigemma.formats.gguf.reader FILE
     import sys
 
     for key, value in read_gguf_hparams(sys.argv[1]).items():
