@@ -35,7 +35,12 @@ def load(path=None, backend="numpy", max_context=None):
     return _load(path, backend=backend, max_context=max_context)
 
 
-def convert(src, dst, dtype="f32", progress=True, overwrite=False):
-    """Convert an HF safetensors folder or a GGUF file into minigemma's format."""
+def convert(src, dst, dtype="f32", progress=True, overwrite=False, **source_args):
+    """Convert a checkpoint into minigemma's format at `dst`; returns dst.
+
+    src: an HF safetensors folder, a GGUF file, or an official recurrentgemma state dict (a .pt
+    file or the dict itself; source_args attention_window, final_softcap, max_position and
+    tokenizer_path give what it does not record). See `minigemma.formats.convert`.
+    """
     from minigemma.formats.convert import convert as _convert
-    return _convert(src, dst, dtype=dtype, progress=progress, overwrite=overwrite)
+    return _convert(src, dst, dtype=dtype, progress=progress, overwrite=overwrite, **source_args)

@@ -3,6 +3,13 @@
     model = minigemma.load(path, backend="numpy")
     model.logits(ids)                      # np.ndarray [T, V] float32
     model.forward(ids, positions, cache)   # backend arrays, [B, T] in, ([B, T, V], cache) out
+    model.network                          # Transformer (Gemma 1/2/3) or Griffin (RecurrentGemma)
+
+Both networks have one surface: `config`, `params`, `backend`, `embed_scale`, the static
+`parameter_shapes(config)` and `embedding_scale_for(config, embedding_dtype)`,
+`new_cache(batch, max_len)`, `forward(ids, positions, cache, last_only)`,
+`layer(i, h, positions, layer_cache)` and the blocks of a layer (`attention_block`,
+`mlp_block`, and Griffin's `recurrent_block`).
 """
 import os
 
@@ -48,8 +55,6 @@ class Model:
                              f"{ids.shape}")
         logits, _ = self.forward(self.backend.asarray(ids[None]))
         return self.backend.to_numpy(logits[0]).astype(np.float32, copy=False)
-
-    # --- text generation (see generation.py) ---------------------------------------------
 
     def stream(self, prompt, max_new_tokens=64, temperature=0.0, top_k=None, top_p=None,
                min_p=None, repetition_penalty=1.0, seed=None, stop=None, stop_ids=None):
@@ -107,7 +112,9 @@ def load(path=None, backend="numpy", max_context=None):
     if max_context is not None:
         config = config.replace(max_position=min(config.max_position, int(max_context)))
     params = {name: be.prepare_weight(weight) for name, weight in tensors}
-    network = network_class(config)(config, params, be, meta.get("embedding_dtype", "float32"))
+    # the dtype the embedding was released in; each family decides what it does to the scale
+    network = network_class(config)(config, params, be,
+                                    embedding_dtype=meta.get("embedding_dtype", "float32"))
     tokenizer = None
     tok_path = os.path.join(path, TOKENIZER_FILE)
     if os.path.isfile(tok_path):

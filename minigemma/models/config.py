@@ -1,7 +1,10 @@
 """Model configurations: frozen, validated dataclasses with a named preset per released size.
 
 A config describes the model only — never the backend, dtype policy or sampling. Numbers and
-their sources: docs/architecture.md#hyperparameters.
+their sources: docs/architecture.md#hyperparameters. What a Gemma family shares is written once,
+here: FAMILY_DEFAULTS, and the local/global rule default_layer_types
+(docs/numerics.md#local-global-order). The presets, the HF config.json parser
+(minigemma.formats.hf_config) and the GGUF reader all use them.
 """
 import dataclasses
 from dataclasses import dataclass, field
@@ -203,30 +206,76 @@ class GriffinConfig(_ConfigFields):
         return d
 
 
-def _gemma3_layer_types(num_layers):
-    return tuple("global" if (i + 1) % 6 == 0 else "local" for i in range(num_layers))
+FAMILY_DEFAULTS = {
+    # What every released size of a Gemma family shares (docs/architecture.md#hyperparameters).
+    # Presets, the HF config.json parser and the GGUF reader start from these; a checkpoint's
+    # own values win. global_every: layer i is global iff (i + 1) % global_every == 0.
+    # rope_base_local None: the family has one RoPE base, local layers use the global one.
+    "gemma": {"global_every": 1, "sliding_window": None, "attn_softcap": None,
+              "final_softcap": None, "qk_norm": False, "post_norms": False,
+              "rope_base_global": 10_000.0, "rope_base_local": None},
+    "gemma2": {"global_every": 2, "sliding_window": 4096, "attn_softcap": 50.0,
+               "final_softcap": 30.0, "qk_norm": False, "post_norms": True,
+               "rope_base_global": 10_000.0, "rope_base_local": None},
+    # Gemma 3's window depends on the size (512 for 270M and 1B, 1024 from 4B): no default.
+    "gemma3": {"global_every": 6, "sliding_window": None, "attn_softcap": None,
+               "final_softcap": None, "qk_norm": True, "post_norms": True,
+               "rope_base_global": 1_000_000.0, "rope_base_local": 10_000.0},
+}
+# RecurrentGemma's defaults are the field defaults of GriffinConfig, written there once.
 
 
-def _gemma2_layer_types(num_layers):
-    return tuple("local" if i % 2 == 0 else "global" for i in range(num_layers))
+def default_layer_types(family, num_layers, period=None, windowed=True):
+    """"global" | "local" for each layer, where a checkpoint does not list them.
+
+    Layer i is global iff (i + 1) % period == 0, the period being the family's global_every
+    unless given: Gemma 1 all global (1), Gemma 2 local, global, … (2), Gemma 3 five local to
+    one global (6). Every layer is global when the model has no sliding window (windowed=False).
+
+        default_layer_types("gemma2", 4)                  -> ("local", "global", "local", "global")
+        default_layer_types("gemma3", 6)[4:]              -> ("local", "global")
+        default_layer_types("gemma3", 2, windowed=False)  -> ("global", "global")
+    """
+    period = period or FAMILY_DEFAULTS[family]["global_every"]
+    if not windowed:
+        period = 1
+    return tuple("global" if (i + 1) % period == 0 else "local" for i in range(num_layers))
+
+
+def field_defaults(config_class):
+    """{field: default} of a config class: what parsers take where a file says nothing."""
+    return {f.name: f.default for f in dataclasses.fields(config_class)
+            if f.default is not dataclasses.MISSING}
+
+
+def family_config(family, **fields):
+    """A GemmaConfig of `family`: `fields` as given, the rest from FAMILY_DEFAULTS[family]."""
+    traits = {k: v for k, v in FAMILY_DEFAULTS[family].items() if k != "global_every"}
+    fields = {**traits, **fields}
+    if fields["rope_base_local"] is None:
+        fields["rope_base_local"] = fields["rope_base_global"]
+    if "layer_types" not in fields:
+        fields["layer_types"] = default_layer_types(
+            family, fields["num_layers"], windowed=fields["sliding_window"] is not None)
+    return GemmaConfig(family=family, **fields)
 
 
 def _gemma1(d, layers, heads, kv, ffn):
-    return GemmaConfig("gemma", 256_000, d, layers, heads, kv, 256, ffn, ("global",) * layers)
+    return family_config("gemma", vocab_size=256_000, d_model=d, num_layers=layers,
+                         num_heads=heads, num_kv_heads=kv, head_dim=256, ffn_dim=ffn)
 
 
 def _gemma2(d, layers, heads, kv, head_dim, ffn, scalar):
-    return GemmaConfig("gemma2", 256_000, d, layers, heads, kv, head_dim, ffn,
-                       _gemma2_layer_types(layers), sliding_window=4096,
-                       query_pre_attn_scalar=scalar, attn_softcap=50.0, final_softcap=30.0,
-                       post_norms=True, max_position=8192)
+    return family_config("gemma2", vocab_size=256_000, d_model=d, num_layers=layers,
+                         num_heads=heads, num_kv_heads=kv, head_dim=head_dim, ffn_dim=ffn,
+                         query_pre_attn_scalar=scalar, max_position=8192)
 
 
-def _gemma3(d, layers, ffn):
-    return GemmaConfig("gemma3", 262_144, d, layers, 4, 1, 256, ffn, _gemma3_layer_types(layers),
-                       sliding_window=512, rope_base_global=1_000_000.0, rope_base_local=10_000.0,
-                       query_pre_attn_scalar=256.0, qk_norm=True, post_norms=True,
-                       max_position=32_768)
+def _gemma3(d, layers, ffn, window):
+    return family_config("gemma3", vocab_size=262_144, d_model=d, num_layers=layers,
+                         num_heads=4, num_kv_heads=1, head_dim=256, ffn_dim=ffn,
+                         sliding_window=window, query_pre_attn_scalar=256.0,
+                         max_position=32_768)
 
 
 PRESETS = {
@@ -235,8 +284,8 @@ PRESETS = {
     "gemma2-2b": _gemma2(2304, 26, 8, 4, 256, 9216, 256.0),
     "gemma2-9b": _gemma2(3584, 42, 16, 8, 256, 14336, 256.0),  # 256, not D/N = 224 (docs/numerics.md#query-scale)
     "gemma2-27b": _gemma2(4608, 46, 32, 16, 128, 36864, 144.0),  # D/N = 144, not H = 128
-    "gemma3-270m": _gemma3(640, 18, 2048),
-    "gemma3-1b": _gemma3(1152, 26, 6912),
+    "gemma3-270m": _gemma3(640, 18, 2048, window=512),
+    "gemma3-1b": _gemma3(1152, 26, 6912, window=512),
     "recurrentgemma-2b": GriffinConfig(256_000, 2560, 26, 10, 2560, 7680),
     "recurrentgemma-9b": GriffinConfig(256_000, 4096, 38, 16, 4096, 12288),
 }
@@ -250,143 +299,10 @@ def preset(name):
         raise ValueError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}") from None
 
 
-# --- HF config.json -----------------------------------------------------------------------
-
-def _hf_layer_types(hf, family, num_layers):
-    names = hf.get("layer_types")
-    if names:
-        kinds = {"sliding_attention": "local", "full_attention": "global"}
-        try:
-            return tuple(kinds[n] for n in names)
-        except KeyError as e:
-            raise ValueError(f"config.json: unknown layer type {e.args[0]!r}") from None
-    if family == "gemma":
-        return ("global",) * num_layers
-    if family == "gemma2":
-        return _gemma2_layer_types(num_layers)
-    pattern = hf.get("sliding_window_pattern", 6)
-    return tuple("global" if (i + 1) % pattern == 0 else "local" for i in range(num_layers))
-
-
-def _hf_rope_bases(hf):
-    """(global base, local base, global linear scale) from old or new (transformers 5) keys."""
-    params = hf.get("rope_parameters") or {}
-    if "full_attention" in params or "sliding_attention" in params:
-        full = params.get("full_attention") or {}
-        local = params.get("sliding_attention") or {}
-        base_global = full.get("rope_theta", 10_000.0)
-        scale = full.get("factor", 1.0) if full.get("rope_type", "default") == "linear" else 1.0
-        return float(base_global), float(local.get("rope_theta", base_global)), float(scale)
-    base_global = params.get("rope_theta", hf.get("rope_theta", 10_000.0))
-    scaling = hf.get("rope_scaling") or {}
-    scale = scaling.get("factor", 1.0) if scaling.get("rope_type", scaling.get("type")) == "linear" else 1.0
-    local = hf.get("rope_local_base_freq", base_global)
-    return float(base_global), float(local), float(scale)
-
-
-HF_MODEL_TYPES = {"gemma": "gemma", "gemma2": "gemma2", "gemma3_text": "gemma3"}
-
-
-def config_from_hf(hf):
-    """A GemmaConfig from the dict of an HF `config.json` (Gemma, Gemma 2, Gemma 3 text)."""
-    model_type = hf.get("model_type")
-    if model_type not in HF_MODEL_TYPES:
-        raise ValueError(f"config.json: unsupported model_type {model_type!r}; minigemma converts "
-                         f"{', '.join(HF_MODEL_TYPES)} (recurrent_gemma: see the Griffin converter)")
-    family = HF_MODEL_TYPES[model_type]
-    act = hf.get("hidden_activation") or hf.get("hidden_act") or "gelu_pytorch_tanh"
-    # Gemma 1 hub configs say "gelu" but every Gemma uses the tanh approximation (docs/numerics.md#tanh-gelu).
-    if act not in ("gelu_pytorch_tanh", "gelu", "gelu_tanh"):
-        raise ValueError(f"config.json: activation {act!r} is not Gemma's tanh GELU")
-    if hf.get("use_bidirectional_attention"):
-        raise ValueError("config.json: bidirectional attention (EmbeddingGemma) is not a causal LM")
-    if hf.get("tie_word_embeddings", True) is False:
-        raise ValueError("config.json: untied output heads are not part of any Gemma model")
-    layers = hf["num_hidden_layers"]
-    base_global, base_local, scale = _hf_rope_bases(hf)
-    layer_types = _hf_layer_types(hf, family, layers)
-    sliding = hf.get("sliding_window") if "local" in layer_types else None
-    return GemmaConfig(
-        family=family, vocab_size=hf["vocab_size"], d_model=hf["hidden_size"], num_layers=layers,
-        num_heads=hf["num_attention_heads"],
-        num_kv_heads=hf.get("num_key_value_heads", hf["num_attention_heads"]),
-        head_dim=hf.get("head_dim") or hf["hidden_size"] // hf["num_attention_heads"],
-        ffn_dim=hf["intermediate_size"], layer_types=layer_types, sliding_window=sliding,
-        rope_base_global=base_global, rope_base_local=base_local, rope_scale_global=scale,
-        query_pre_attn_scalar=float(hf.get("query_pre_attn_scalar") or
-                                    hf.get("head_dim") or
-                                    hf["hidden_size"] // hf["num_attention_heads"]),
-        attn_softcap=hf.get("attn_logit_softcapping") if family != "gemma" else None,
-        final_softcap=hf.get("final_logit_softcapping") if family != "gemma" else None,
-        qk_norm=family == "gemma3", post_norms=family != "gemma",
-        rms_eps=float(hf.get("rms_norm_eps", 1e-6)),
-        max_position=int(hf.get("max_position_embeddings", 8192)),
-        bos_id=_first_id(hf.get("bos_token_id"), 2), eos_id=_first_id(hf.get("eos_token_id"), 1),
-        pad_id=_first_id(hf.get("pad_token_id"), 0),
-    )
-
-
-def config_from_hf_recurrent_gemma(hf):
-    """A GriffinConfig from the dict of an HF RecurrentGemma `config.json` (docs/formats.md#hf-recurrentgemma).
-
-    HF's local attention admits W keys per query, so `window_includes_extra_key` is False.
-    HF's `intermediate_size` is twice the per-branch MLP width (docs/numerics.md#recurrentgemma-ffn-width), and HF's
-    `num_key_value_heads` defaults to `num_attention_heads` (the released configs say 1).
-    """
-    if hf.get("model_type") != "recurrent_gemma":
-        raise ValueError(f"config.json: model_type {hf.get('model_type')!r} is not "
-                         f"'recurrent_gemma'")
-    act = hf.get("hidden_activation") or hf.get("hidden_act") or "gelu_pytorch_tanh"
-    if act not in ("gelu_pytorch_tanh", "gelu", "gelu_tanh"):
-        raise ValueError(f"config.json: activation {act!r} is not RecurrentGemma's tanh GELU")
-    if hf.get("attention_bias"):
-        raise ValueError("config.json: attention_bias=true (q/k/v biases) is not part of "
-                         "RecurrentGemma and minigemma does not support it")
-    if hf.get("tie_word_embeddings", True) is False:
-        raise ValueError("config.json: untied output heads are not part of RecurrentGemma")
-    if hf["intermediate_size"] % 2:
-        raise ValueError(f"config.json: intermediate_size {hf['intermediate_size']} must be even "
-                         f"(HF stores twice the per-branch MLP width)")
-    rope = hf.get("rope_parameters") or {}
-    if rope.get("rope_type", "default") != "default":
-        raise ValueError(f"config.json: RoPE type {rope['rope_type']!r} is not supported")
-    heads = hf["num_attention_heads"]
-    return GriffinConfig(
-        vocab_size=hf["vocab_size"], d_model=hf["hidden_size"],
-        num_layers=hf["num_hidden_layers"], num_heads=heads,
-        lru_width=hf.get("lru_width") or hf["hidden_size"],
-        ffn_dim=hf["intermediate_size"] // 2,
-        attention_window=hf.get("attention_window_size", 2048),
-        conv_width=hf.get("conv1d_width", 4),
-        num_kv_heads=hf.get("num_key_value_heads") or heads,
-        rope_base=float(rope.get("rope_theta", hf.get("rope_theta", 10_000.0))),
-        partial_rotary_factor=float(rope.get("partial_rotary_factor",
-                                             hf.get("partial_rotary_factor", 0.5))),
-        final_softcap=float(hf.get("logits_soft_cap", 30.0)),
-        rms_eps=float(hf.get("rms_norm_eps", 1e-6)),
-        block_pattern=tuple(hf.get("block_types") or ("recurrent", "recurrent", "attention")),
-        window_includes_extra_key=False,
-        max_position=int(hf.get("max_position_embeddings", 8192)),
-        bos_id=_first_id(hf.get("bos_token_id"), 2), eos_id=_first_id(hf.get("eos_token_id"), 1),
-        pad_id=_first_id(hf.get("pad_token_id"), 0),
-    )
-
-
-def _first_id(value, default):
-    if value is None:
-        return default
-    return int(value[0]) if isinstance(value, (list, tuple)) else int(value)
-
-
-def kv_cache_bytes(config, context, dtype_bytes=4):
-    """Bytes of K and V cached for `context` tokens (local layers hold at most the window)."""
-    per_token = 2 * config.num_kv_heads * config.head_dim * dtype_bytes
-    total = 0
-    for kind in config.layer_types:
-        span = min(context, config.sliding_window) if kind == "local" else context
-        total += span * per_token
-    return total
-
-
-__all__ = ["GemmaConfig", "GriffinConfig", "PRESETS", "preset", "config_from_hf",
-           "config_from_hf_recurrent_gemma", "kv_cache_bytes"]
+def __getattr__(name):
+    # The HF config.json parsers moved to minigemma.formats.hf_config (format knowledge); old
+    # imports `from minigemma.models.config import config_from_hf...` keep working meanwhile.
+    if name in ("config_from_hf", "config_from_hf_recurrent_gemma"):
+        from minigemma.formats import hf_config
+        return getattr(hf_config, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

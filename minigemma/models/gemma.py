@@ -1,6 +1,6 @@
 """The Gemma 1 / 2 / 3 decoder, driven by a GemmaConfig (docs/architecture.md#gemma-decoder).
 
-    h = E[ids] · sqrt(D)
+    h = E[ids] · sqrt(D)                            sqrt(D) rounded to the embedding's dtype
     for each layer:
         a = Attention(RMSNorm_pre_attn(h))          local (windowed) or global per config
         h = h + (RMSNorm_post_attn(a) if post_norms else a)
@@ -10,10 +10,13 @@
 
 Gemma 1 has pre-norms only; Gemma 2 adds the post-norms ("sandwich") and the soft-caps; Gemma 3
 keeps the post-norms, drops the caps and normalises q and k per head (QK-norm) before RoPE.
-Parameters use minigemma's names (`parameter_shapes`); checkpoint names stay in the converters.
+The attention block, the MLP, the tied head and the layer loop are the shared blocks
+(`minigemma.models.blocks`); this file says how a Gemma layer puts them together. Parameters
+use minigemma's names (`parameter_shapes`); checkpoint names stay in the converters.
 """
-from minigemma.models.kv_cache import new_kv_cache, token_positions
-from minigemma.ops.embedding import embedding_scale, tied_head
+from minigemma.models import blocks
+from minigemma.models.kv_cache import new_kv_cache
+from minigemma.ops.embedding import embedding_scale
 
 
 def parameter_shapes(config):
@@ -47,15 +50,26 @@ def is_norm(name):
     return name.endswith("_norm")
 
 
+def embedding_scale_for(config, embedding_dtype):
+    """sqrt(D) rounded to the dtype the embedding was released in, as HF, JAX and gemma_pytorch
+    do (bf16 weights: sqrt(640) = 25.298… becomes 25.25; docs/architecture.md#embedding-scale)."""
+    return embedding_scale(config.d_model, embedding_dtype)
+
+
 class Transformer:
-    """Gemma 1/2/3 forward pass over backend-resident parameters."""
+    """Gemma 1/2/3 forward pass over backend-resident parameters.
+
+    `embedding_dtype` is the dtype the checkpoint's embedding was released in ("float32",
+    "bfloat16", "float16"); it fixes the rounding of the embedding scale.
+    """
     parameter_shapes = staticmethod(parameter_shapes)
+    embedding_scale_for = staticmethod(embedding_scale_for)
 
     def __init__(self, config, params, backend, embedding_dtype="float32"):
         self.config = config
         self.params = params  # {name: backend weight}
         self.backend = backend
-        self.embed_scale = embedding_scale(config.d_model, embedding_dtype)
+        self.embed_scale = embedding_scale_for(config, embedding_dtype)
 
     def new_cache(self, batch=1, max_len=None):
         """An empty KV cache for `batch` sequences of up to `max_len` positions."""
@@ -69,53 +83,35 @@ class Transformer:
         With a cache they also attend to what it holds, and are added to it; positions default
         to continuing where the cache stopped.
         """
-        be, c, p = self.backend, self.config, self.params
-        ids, positions = token_positions(ids, positions, cache, c.max_position, be.xp)
-        h = be.embed(p["embedding"], ids, self.embed_scale)  # [B, T, D]
-        for i in range(c.num_layers):
-            layer_cache = cache.layers[i] if cache is not None else None
-            h = self.layer(i, h, positions, layer_cache)
-        if last_only:
-            h = h[:, -1:]
-        logits = tied_head(be, h, p["embedding"], p["final_norm"], c.rms_eps, c.final_softcap)
-        if cache is not None:
-            cache.next_position = int(positions.max()) + 1
-        return logits, cache
+        return blocks.forward(self.backend, self.params, self.config, self.layer,
+                              self.embed_scale, ids, positions, cache, last_only)
 
     def layer(self, i, h, positions, layer_cache=None):
-        """One decoder layer: h [B, T, D] -> [B, T, D]."""
+        """Decoder layer i: h [B, T, D] -> [B, T, D]; `layer_cache` (LayerKV or None)."""
         be, c, p = self.backend, self.config, self.params
         w = f"layers.{i}."
-        a = self.attention_block(i, be.rms_norm(h, p[w + "pre_attn_norm"], c.rms_eps), positions,
-                            layer_cache)
+        a = self.attention_block(i, be.rms_norm(h, p[w + "pre_attn_norm"], c.rms_eps),
+                                 positions, layer_cache)
         if c.post_norms:
             a = be.rms_norm(a, p[w + "post_attn_norm"], c.rms_eps)
         h = h + a
-        x = be.rms_norm(h, p[w + "pre_mlp_norm"], c.rms_eps)
-        m = be.linear(be.geglu(be.linear(x, p[w + "gate_proj"]), be.linear(x, p[w + "up_proj"])),
-                      p[w + "down_proj"])
+        m = self.mlp_block(i, be.rms_norm(h, p[w + "pre_mlp_norm"], c.rms_eps))
         if c.post_norms:
             m = be.rms_norm(m, p[w + "post_mlp_norm"], c.rms_eps)
         return h + m
 
     def attention_block(self, i, x, positions, layer_cache=None):
-        """Attention of layer i on normed input x [B, T, D] -> [B, T, D]."""
-        be, c, p = self.backend, self.config, self.params
-        w = f"layers.{i}."
-        B, T, _ = x.shape
-        q = be.linear(x, p[w + "q_proj"]).reshape(B, T, c.num_heads, c.head_dim)
-        k = be.linear(x, p[w + "k_proj"]).reshape(B, T, c.num_kv_heads, c.head_dim)
-        v = be.linear(x, p[w + "v_proj"]).reshape(B, T, c.num_kv_heads, c.head_dim)
-        if c.qk_norm:
-            q = be.rms_norm(q, p[w + "q_norm"], c.rms_eps)
-            k = be.rms_norm(k, p[w + "k_norm"], c.rms_eps)
+        """Attention of layer i on its normed input x [B, T, D] -> [B, T, D]: windowed on local
+        layers, with QK-norm (Gemma 3) or a score soft-cap (Gemma 2) as the config says."""
+        c = self.config
         base, scale = c.rope_for(i)
-        q = be.rope(q, positions, base, c.head_dim, scale)
-        k = be.rope(k, positions, base, c.head_dim, scale)
-        k_pos = positions
-        if layer_cache is not None:
-            k, v, k_pos = layer_cache.update(k, v, positions, be.xp)  # [B, S, K, H]
-        out = be.attention(q, k, v, positions, k_pos, scale=c.query_scale,
-                           window=c.sliding_window if c.is_local(i) else None,
-                           softcap=c.attn_softcap)  # [B, T, N, H]
-        return be.linear(out.reshape(B, T, c.num_heads * c.head_dim), p[w + "o_proj"])
+        return blocks.attention_block(
+            self.backend, self.params, f"layers.{i}.", x, positions, layer_cache,
+            num_heads=c.num_heads, num_kv_heads=c.num_kv_heads, head_dim=c.head_dim,
+            rope_base=base, rot_dim=c.head_dim, rope_scale=scale, query_scale=c.query_scale,
+            window=c.sliding_window if c.is_local(i) else None, softcap=c.attn_softcap,
+            qk_norm=c.qk_norm, rms_eps=c.rms_eps)
+
+    def mlp_block(self, i, x):
+        """GeGLU MLP of layer i (no biases): x [B, T, D] -> [B, T, D]."""
+        return blocks.gated_mlp(self.backend, self.params, f"layers.{i}.", x)

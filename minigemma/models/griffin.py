@@ -1,4 +1,5 @@
-"""RecurrentGemma: the Griffin network (De et al. 2024; Botev et al. 2024; docs/architecture.md#recurrentgemma).
+"""RecurrentGemma: the Griffin network (De et al. 2024; Botev et al. 2024;
+docs/architecture.md#recurrentgemma).
 
     h = E[ids] · bf16(sqrt(D))                       the scale is rounded to bf16, always
     for each layer (pattern recurrent, recurrent, attention, repeated):
@@ -14,17 +15,19 @@
                                  scale H^(−½), output projection with bias
     MLP (with biases):           (gelu_tanh(x W_gateᵀ + b_gate) ⊙ (x W_upᵀ + b_up)) W_downᵀ + b_down
 
-Only pre-norms, no attention soft-cap. A token at position 0 resets the RG-LRU, so
-positions must start at 0 on BOS (docs/numerics.md#positions-start-at-0). Packed documents (a position 0 after the start)
+Only pre-norms, no attention soft-cap. The attention block, the MLP, the tied head and the
+layer loop are the shared blocks (`minigemma.models.blocks`); the recurrent block is Griffin's
+own. A token at position 0 resets the RG-LRU, so positions must start at 0 on BOS
+(docs/numerics.md#positions-start-at-0). Packed documents (a position 0 after the start)
 reset the RG-LRU but not the Conv1D, as in HF; the official code also masks the conv
-(docs/numerics.md#conv-across-documents). The decoding cache (`recurrent_cache`) holds conv inputs, RG-LRU states and a window-sized
-ring buffer per attention layer: constant memory however many tokens are generated.
-Parameters use minigemma's names (`parameter_shapes`); checkpoint names stay in the converters.
+(docs/numerics.md#conv-across-documents). The decoding cache (`recurrent_state`) holds conv
+inputs, RG-LRU states and a window-sized ring buffer per attention layer: constant memory
+however many tokens are generated. Parameters use minigemma's names (`parameter_shapes`);
+checkpoint names stay in the converters.
 """
-from minigemma.models.kv_cache import token_positions
-from minigemma.models.recurrent_state import new_griffin_cache
-from minigemma.ops.embedding import embedding_scale, tied_head
-from minigemma.ops.rglru import rglru_gates
+from minigemma.models import blocks
+from minigemma.models.recurrent_state import new_griffin_cache, new_recurrent_state
+from minigemma.ops.embedding import embedding_scale
 
 
 def parameter_shapes(config):
@@ -68,18 +71,27 @@ def parameter_shapes(config):
     return shapes
 
 
-class Griffin:
-    """RecurrentGemma forward pass over backend-resident parameters (same contract as
-    `minigemma.models.gemma.Transformer`)."""
-    parameter_shapes = staticmethod(parameter_shapes)
+def embedding_scale_for(config, embedding_dtype):
+    """sqrt(D) rounded to bf16, whatever dtype the embedding was released in.
 
-    def __init__(self, config, params, backend, embedding_dtype="bfloat16"):
+    RecurrentGemma computes the normaliser in bf16 "to match training" (official code and HF
+    alike, docs/architecture.md#embedding-scale), so a float32 conversion of the weights keeps
+    the bf16 value: the family decides, and for it `embedding_dtype` does not enter.
+    """
+    return embedding_scale(config.d_model, "bfloat16")
+
+
+class Griffin:
+    """RecurrentGemma forward pass over backend-resident parameters; the same public surface
+    as `minigemma.models.gemma.Transformer`."""
+    parameter_shapes = staticmethod(parameter_shapes)
+    embedding_scale_for = staticmethod(embedding_scale_for)
+
+    def __init__(self, config, params, backend, embedding_dtype="float32"):
         self.config = config
         self.params = params  # {name: backend weight}
         self.backend = backend
-        # RecurrentGemma rounds sqrt(D) to bf16 whatever the weights' dtype ("to match
-        # training", docs/architecture.md#embedding-scale), so `embedding_dtype` does not change the scale.
-        self.embed_scale = embedding_scale(config.d_model, "bfloat16")
+        self.embed_scale = embedding_scale_for(config, embedding_dtype)
 
     def new_cache(self, batch=1, max_len=None):
         """An empty decoding state for `batch` sequences; its size does not depend on max_len,
@@ -96,76 +108,56 @@ class Griffin:
         With a cache they continue from its state, which is updated; positions default to
         continuing where the cache stopped.
         """
-        be, c, p = self.backend, self.config, self.params
-        xp = be.xp
-        ids, positions = token_positions(ids, positions, cache, c.max_position, xp)
-        if cache is not None and cache.batch != ids.shape[0]:
-            raise ValueError(f"the cache holds {cache.batch} sequences but ids has "
-                             f"{ids.shape[0]} rows")
-        if cache is None:
-            cache_layers = [None] * c.num_layers
-        else:
-            cache_layers = cache.layers
-        h = be.embed(p["embedding"], ids, self.embed_scale)  # [B, T, D]
-        for i in range(c.num_layers):
-            h = self._layer(i, h, positions, cache_layers[i])
-        if last_only:
-            h = h[:, -1:]
-        logits = tied_head(be, h, p["embedding"], p["final_norm"], c.rms_eps, c.final_softcap)
-        if cache is not None:
-            cache.next_position = int(positions.max()) + 1
-        return logits, cache
+        return blocks.forward(self.backend, self.params, self.config, self.layer,
+                              self.embed_scale, ids, positions, cache, last_only)
 
-    def _layer(self, i, h, positions, state):
+    def layer(self, i, h, positions, layer_cache=None):
+        """Residual layer i: h [B, T, D] -> [B, T, D]; `layer_cache` is the layer's part of the
+        cache (RecurrentState on recurrent layers, LayerKV on attention layers) or None."""
         be, c, p = self.backend, self.config, self.params
         w = f"layers.{i}."
         x = be.rms_norm(h, p[w + "temporal_norm"], c.rms_eps)
         if c.is_attention(i):
-            r = h + self._attention(i, x, positions, state)
+            r = h + self.attention_block(i, x, positions, layer_cache)
         else:
-            r = h + self._recurrent(i, x, positions, state)
-        x = be.rms_norm(r, p[w + "mlp_norm"], c.rms_eps)
-        gate = be.linear(x, p[w + "gate_proj"]) + p[w + "gate_proj_bias"]
-        up = be.linear(x, p[w + "up_proj"]) + p[w + "up_proj_bias"]
-        return r + (be.linear(be.geglu(gate, up), p[w + "down_proj"]) + p[w + "down_proj_bias"])
+            r = h + self.recurrent_block(i, x, positions, layer_cache)
+        return r + self.mlp_block(i, be.rms_norm(r, p[w + "mlp_norm"], c.rms_eps))
 
-    def _recurrent(self, i, x, positions, state):
-        """x [B, T, D] -> [B, T, D]; `state` (RecurrentState or None) is advanced in place."""
+    def recurrent_block(self, i, x, positions, state=None):
+        """Recurrent block of layer i on its normed input x [B, T, D] -> [B, T, D].
+
+            y = gelu_tanh(x W_yᵀ + b_y)                   the gate branch, [B, T, L]
+            u = Conv1D(x W_xᵀ + b_x)                      causal depthwise, width W_conv
+            a, g = RG-LRU gates(u)                        decay a_t, input gate g_t (paper: i_t)
+            h_t = a_t h_{t−1} + √(1 − a_t²) (g_t ⊙ u_t)   the RG-LRU scan, reset at position 0
+            out = (y ⊙ h) W_outᵀ + b_out
+
+        `state` (RecurrentState, or None for a fresh one) is advanced: its conv inputs and
+        RG-LRU state are replaced by those after the last token.
+        """
         be, c, p = self.backend, self.config, self.params
-        xp = be.xp
         w = f"layers.{i}."
-        B = x.shape[0]
-        y = be.linear(x, p[w + "y_proj"]) + p[w + "y_proj_bias"]  # [B, T, L], before the GELU
-        u = be.linear(x, p[w + "x_proj"]) + p[w + "x_proj_bias"]  # [B, T, L]
         if state is None:
-            conv_state = xp.zeros((B, c.conv_width - 1, c.lru_width), dtype=xp.float32)
-            h0 = xp.zeros((B, c.lru_width), dtype=xp.float32)
-        else:
-            conv_state, h0 = state.conv, state.rglru
-        u, conv_state = be.conv1d(u, p[w + "conv_weight"], p[w + "conv_bias"], conv_state)
-        a, gate_x = rglru_gates(u, p[w + "rglru_a_param"], p[w + "input_gate_weight"],
-                                p[w + "input_gate_bias"], p[w + "recurrence_gate_weight"],
-                                p[w + "recurrence_gate_bias"], xp)
-        u, h_last = be.rglru_scan(u, a, gate_x, h0, positions == 0)  # reset at position 0
-        if state is not None:
-            state.conv, state.rglru = conv_state, h_last
-        merged = be.geglu(y, u)  # gelu_tanh(y) ⊙ u
-        return be.linear(merged, p[w + "out_proj"]) + p[w + "out_proj_bias"]
+            state = new_recurrent_state(c, x.shape[0], be.xp)  # zeros, dropped after the call
+        y = blocks.dense(be, p, w + "y_proj", x, bias=True)  # [B, T, L], before the GELU
+        u = blocks.dense(be, p, w + "x_proj", x, bias=True)  # [B, T, L]
+        u, state.conv = be.conv1d(u, p[w + "conv_weight"], p[w + "conv_bias"], state.conv)
+        a, gate_x = be.rglru_gates(u, p[w + "rglru_a_param"], p[w + "input_gate_weight"],
+                                   p[w + "input_gate_bias"], p[w + "recurrence_gate_weight"],
+                                   p[w + "recurrence_gate_bias"])
+        u, state.rglru = be.rglru_scan(u, a, gate_x, state.rglru, positions == 0)
+        return blocks.dense(be, p, w + "out_proj", be.geglu(y, u), bias=True)  # [B, T, D]
 
-    def _attention(self, i, x, positions, layer_cache):
-        """x [B, T, D] -> [B, T, D]; local MQA, `layer_cache` (LayerKV ring or None)."""
-        be, c, p = self.backend, self.config, self.params
-        w = f"layers.{i}."
-        B, T, _ = x.shape
-        N, K, H = c.num_heads, c.num_kv_heads, c.head_dim
-        q = be.linear(x, p[w + "q_proj"]).reshape(B, T, N, H)
-        k = be.linear(x, p[w + "k_proj"]).reshape(B, T, K, H)
-        v = be.linear(x, p[w + "v_proj"]).reshape(B, T, K, H)
-        q = be.rope(q, positions, c.rope_base, c.rot_dim)  # first half of each head only
-        k = be.rope(k, positions, c.rope_base, c.rot_dim)
-        k_pos = positions
-        if layer_cache is not None:
-            k, v, k_pos = layer_cache.update(k, v, positions, be.xp)  # [B, S, K, H]
-        out = be.attention(q, k, v, positions, k_pos, scale=c.query_scale,
-                           window=c.attention_span)  # [B, T, N, H]
-        return be.linear(out.reshape(B, T, N * H), p[w + "o_proj"]) + p[w + "o_proj_bias"]
+    def attention_block(self, i, x, positions, layer_cache=None):
+        """Local MQA of layer i on its normed input x [B, T, D] -> [B, T, D]: a window of
+        `attention_span` keys, RoPE on the first rot_dim dims of each head, biased output."""
+        c = self.config
+        return blocks.attention_block(
+            self.backend, self.params, f"layers.{i}.", x, positions, layer_cache,
+            num_heads=c.num_heads, num_kv_heads=c.num_kv_heads, head_dim=c.head_dim,
+            rope_base=c.rope_base, rot_dim=c.rot_dim, query_scale=c.query_scale,
+            window=c.attention_span, out_bias=True)
+
+    def mlp_block(self, i, x):
+        """GeGLU MLP of layer i, with biases: x [B, T, D] -> [B, T, D]."""
+        return blocks.gated_mlp(self.backend, self.params, f"layers.{i}.", x, bias=True)

@@ -6,7 +6,8 @@ cache's `max_len`, allocated up front. Every slot remembers the position of its 
 and attention builds its mask from those positions, so slot order never matters.
 
 The cache is a small container passed into `forward` and returned by it; its arrays are updated
-in place (copying them each step would cost a full cache read and write per token).
+in place (copying them each step would cost a full cache read and write per token). Its size
+for a given context: `minigemma.models.decode_state.decode_state_bytes`.
 """
 from dataclasses import dataclass, field
 
@@ -48,9 +49,18 @@ class LayerKV:
         return self.keys[:, :end], self.values[:, :end], self.positions[:, :end]
 
 
+def new_layer_kv(batch, slots, num_kv_heads, head_dim, ring, xp):
+    """An empty LayerKV: `slots` zero keys and values [B, S, K, H] float32, every slot empty."""
+    shape = (batch, slots, num_kv_heads, head_dim)
+    return LayerKV(keys=xp.zeros(shape, dtype=xp.float32),
+                   values=xp.zeros(shape, dtype=xp.float32),
+                   positions=xp.full((batch, slots), EMPTY_SLOT, dtype=xp.int64), ring=ring)
+
+
 @dataclass
 class KVCache:
-    layers: list
+    layers: list  # LayerKV, one per layer
+    batch: int
     max_len: int
     next_position: int = 0  # where the next token goes when positions are not given
     meta: dict = field(default_factory=dict)
@@ -69,12 +79,8 @@ def new_kv_cache(config, batch, max_len, xp):
     for i in range(config.num_layers):
         ring = config.is_local(i) and config.sliding_window < max_len
         slots = config.sliding_window if ring else max_len
-        shape = (batch, slots, config.num_kv_heads, config.head_dim)
-        layers.append(LayerKV(keys=xp.zeros(shape, dtype=xp.float32),
-                              values=xp.zeros(shape, dtype=xp.float32),
-                              positions=xp.full((batch, slots), EMPTY_SLOT, dtype=xp.int64),
-                              ring=ring))
-    return KVCache(layers=layers, max_len=max_len)
+        layers.append(new_layer_kv(batch, slots, config.num_kv_heads, config.head_dim, ring, xp))
+    return KVCache(layers=layers, batch=batch, max_len=max_len)
 
 
 def token_positions(ids, positions, cache, max_position, xp):

@@ -1,10 +1,12 @@
-"""Token embedding with Gemma's sqrt(D) scale (Gemma report §2; docs/architecture.md#embedding-scale).
+"""Token embedding with Gemma's sqrt(D) scale (Gemma report §2;
+docs/architecture.md#embedding-scale).
 
     h_0 = E[ids] · round_dtype(sqrt(D))
 
 The normaliser is rounded to the dtype the embedding weights were released in (bf16 weights:
 sqrt(640) = 25.298… becomes 25.25), as HF, JAX and gemma_pytorch do. RecurrentGemma always uses
-the bf16 value. The same matrix E (unscaled) is the output head: logits = h @ Eᵀ.
+the bf16 value. The same matrix E (unscaled) is the output head, logits = h @ Eᵀ: a model block,
+`minigemma.models.blocks.tied_head`.
 """
 import math
 
@@ -30,9 +32,3 @@ def embed(table, ids, scale, xp=np):
     """table [V, D] float32, ids [B, T] int -> [B, T, D] float32 (rows of the table times scale)."""
     ids = check_ids(xp.asarray(ids), table.shape[0])
     return table[ids] * xp.float32(scale)  # [B, T, D]
-
-
-def tied_head(backend, h, table, final_norm, eps, cap=None):
-    """h [B, T, D] -> logits [B, T, V] = softcap(RMSNorm(h) @ Eᵀ): the output head shares E."""
-    logits = backend.linear(backend.rms_norm(h, final_norm, eps), table)  # [B, T, V]
-    return logits if cap is None else backend.softcap(logits, cap)

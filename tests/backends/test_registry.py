@@ -5,7 +5,8 @@ import sys
 import pytest
 
 import minigemma
-from minigemma.models.config import PRESETS, kv_cache_bytes, preset
+from minigemma.models.config import PRESETS, preset
+from minigemma.models.decode_state import decode_state_bytes
 
 
 def test_numpy_is_available_and_others_say_why_not():
@@ -56,6 +57,7 @@ def test_every_preset_builds_and_layer_patterns_follow_the_spec():
     assert g2.layer_types[:2] == ("local", "global")
     assert [i for i, k in enumerate(g3.layer_types) if k == "global"] == [5, 11, 17, 23]
     assert preset("gemma2-27b").query_scale == 144 ** -0.5
-    assert kv_cache_bytes(preset("gemma3-270m"), 10_000) < kv_cache_bytes(preset("gemma-2b"), 10_000)
+    assert (decode_state_bytes(preset("gemma3-270m"), 10_000)
+            < decode_state_bytes(preset("gemma-2b"), 10_000))
     with pytest.raises(ValueError, match="unknown preset"):
         preset("gemma5")
