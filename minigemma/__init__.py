@@ -16,11 +16,21 @@ Public entry points::
     import minigemma
     model = minigemma.load("path/to/converted", backend="numpy")
     model.logits(ids)                     # np.ndarray [T, V] float32
+    model.hidden_states(ids)              # [layers + 1, T, D]; model.unembed(h) -> logits
+    minigemma.random_model(minigemma.preset("gemma3-270m"), seed=0)
+    minigemma.decode_state_bytes(config, context)
     minigemma.available_backends()        # {"numpy": None, "numba": "reason", ...}
+
+Beyond these, the public API is every name without a leading underscore in the subpackages'
+modules: the ops (`minigemma.ops.attention.attention`, …), the configs and networks
+(`minigemma.models`), the formats (`minigemma.formats.native.read_checkpoint`,
+`minigemma.formats.gguf.blocks`, …), text, training and the backends. The reading order is
+the tree's: ops, backends, models, formats, text, training, tools.
 """
 # The public names, re-exported here.
 from minigemma.backends import available_backends, get_backend  # noqa: F401
-from minigemma.models.config import PRESETS, GemmaConfig, preset  # noqa: F401
+from minigemma.models.config import PRESETS, GemmaConfig, GriffinConfig, preset  # noqa: F401
+from minigemma.models.decode_state import decode_state_bytes  # noqa: F401
 
 __version__ = "0.1.0"
 
@@ -33,6 +43,12 @@ def load(path=None, backend="numpy", max_context=None):
     """
     from minigemma.model import load as _load
     return _load(path, backend=backend, max_context=max_context)
+
+
+def random_model(config, seed=0, backend="numpy", tokenizer=None):
+    """A Model of `config` (a preset or any config) with random weights; see minigemma.model."""
+    from minigemma.model import random_model as _random_model
+    return _random_model(config, seed=seed, backend=backend, tokenizer=tokenizer)
 
 
 def convert(src, dst, dtype="f32", progress=True, overwrite=False, **source_args):

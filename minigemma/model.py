@@ -17,8 +17,10 @@ import numpy as np
 
 from minigemma.backends import get_backend
 from minigemma.formats.native import TOKENIZER_FILE, read_checkpoint
+from minigemma.models.blocks import tied_head
 from minigemma.models.config import GemmaConfig
 from minigemma.models.gemma import Transformer
+from minigemma.models.kv_cache import token_positions
 from minigemma.text.generation import GenerationStats, chat_prompt, stream_text
 from minigemma.text.sampling import SamplingParams
 
@@ -49,12 +51,34 @@ class Model:
 
     def logits(self, ids):
         """ids: a sequence of token ids (BOS first) -> np.ndarray [T, V] float32."""
-        ids = np.asarray(ids, dtype=np.int64)
-        if ids.ndim != 1 or ids.size == 0:
-            raise ValueError(f"logits() takes a non-empty 1-D sequence of token ids, got shape "
-                             f"{ids.shape}")
-        logits, _ = self.forward(self.backend.asarray(ids[None]))
+        logits, _ = self.forward(self.backend.asarray(self._id_row(ids)))
         return self.backend.to_numpy(logits[0]).astype(np.float32, copy=False)
+
+    def hidden_states(self, ids):
+        """ids: a sequence of token ids -> np.ndarray [num_layers + 1, T, D] float32: the
+        residual stream after the embedding and after each layer (HF's `output_hidden_states`).
+
+        `unembed(hidden_states(ids)[-1])` equals `logits(ids)`; applied to earlier layers it is
+        the "logit lens": what the model would predict if it stopped there.
+        """
+        net, be = self.network, self.backend
+        ids, positions = token_positions(be.asarray(self._id_row(ids)), None, None,
+                                         self.config.max_position, be.xp)  # [1, T] each
+        h = be.embed(net.params["embedding"], ids, net.embed_scale)  # [1, T, D]
+        states = [h]
+        for i in range(self.config.num_layers):
+            h = net.layer(i, h, positions)
+            states.append(h)
+        return np.stack([be.to_numpy(s[0]) for s in states]).astype(np.float32, copy=False)
+
+    def unembed(self, h):
+        """h [..., D] (a residual stream) -> logits [..., V] float32: the final RMSNorm, the tied
+        output head and the final soft-cap, as at the end of `forward`."""
+        be, c = self.backend, self.config
+        logits = tied_head(be, be.asarray(np.asarray(h, dtype=np.float32)),
+                           self.network.params["embedding"], self.network.params["final_norm"],
+                           c.rms_eps, c.final_softcap)
+        return be.to_numpy(logits).astype(np.float32, copy=False)
 
     def stream(self, prompt, max_new_tokens=64, temperature=0.0, top_k=None, top_p=None,
                min_p=None, repetition_penalty=1.0, seed=None, stop=None, stop_ids=None):
@@ -80,6 +104,15 @@ class Model:
         self.last_stats = GenerationStats()
         return stream_text(self, ids, max_new_tokens=max_new_tokens, stop=stop,
                            stop_ids=stop_ids, sampling=sampling, stats=self.last_stats)
+
+    @staticmethod
+    def _id_row(ids):
+        """A non-empty 1-D sequence of token ids -> int64 [1, T]."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if ids.ndim != 1 or ids.size == 0:
+            raise ValueError(f"expected a non-empty 1-D sequence of token ids, got shape "
+                             f"{ids.shape}")
+        return ids[None]
 
     def _require_tokenizer(self):
         if self.tokenizer is None:
@@ -108,7 +141,7 @@ def load(path=None, backend="numpy", max_context=None):
         path = default_model_path()
     path = os.fspath(path)
     be = get_backend(backend)
-    meta, config, tensors = read_checkpoint(path, lambda c: network_class(c).parameter_shapes(c))
+    meta, config, tensors = read_checkpoint(path)  # the config's own network's tensors
     if max_context is not None:
         config = config.replace(max_position=min(config.max_position, int(max_context)))
     params = {name: be.prepare_weight(weight) for name, weight in tensors}
@@ -121,3 +154,14 @@ def load(path=None, backend="numpy", max_context=None):
         from minigemma.text.tokenizer import Tokenizer
         tokenizer = Tokenizer.from_file(tok_path)
     return Model(network, tokenizer, meta, path)
+
+
+def random_model(config, seed=0, backend="numpy", tokenizer=None):
+    """A Model of `config` with random weights (minigemma.models.random_weights): to study a
+    network's shapes, caches and speed without a checkpoint. Reproducible from `seed`."""
+    from minigemma.models.random_weights import random_params
+    be = get_backend(backend)
+    cls = network_class(config)
+    params = {name: be.prepare_weight(w)
+              for name, w in random_params(cls.parameter_shapes(config), seed).items()}
+    return Model(cls(config, params, be), tokenizer)

@@ -8,6 +8,22 @@ settings.register_profile("dev", max_examples=10, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
+# Markers by what a test uses, so the rule is written once: the real model makes a test slow;
+# HF transformers' or PyTorch's own computation makes it an oracle test. Modules and tests that
+# compare with an oracle without these fixtures carry @pytest.mark.oracle themselves.
+SLOW_FIXTURES = {"real_gguf_path", "real_model", "hf_real_model"}
+ORACLE_FIXTURES = {"hf", "hf_real_model"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        if used & SLOW_FIXTURES:
+            item.add_marker(pytest.mark.slow)
+        if used & ORACLE_FIXTURES:
+            item.add_marker(pytest.mark.oracle)
+
+
 def _required_backends():
     names = os.environ.get("MINIGEMMA_REQUIRE_BACKENDS", "")
     return {name.strip() for name in names.split(",") if name.strip()}

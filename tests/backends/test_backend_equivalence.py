@@ -16,7 +16,7 @@ from minigemma.text.sampling import Sampler, SamplingParams
 
 from helpers.backend_inputs import assert_close, quantized_params, rand, random_blocks
 from helpers.long_text import LONG_TEXT
-from helpers.random_models import build, random_params, tiny_config
+from helpers.random_models import build, tiny_config, tiny_params
 from helpers.tolerances import BACKEND_MODEL_ATOL, BACKEND_OP_ATOL
 
 REF = get_backend("numpy")
@@ -201,7 +201,7 @@ def greedy(model, ids, n):
 def test_tiny_models_give_the_reference_logits_and_tokens(backend, family, storage):
     config = tiny_config(family, num_heads=4, num_kv_heads=2, head_dim=16, d_model=64,
                          ffn_dim=96, window=6)
-    params = random_params(config, seed=3)
+    params = tiny_params(config, seed=3)
     if storage != "float32":
         params = quantized_params(config, params, ["q8_0", "q4_0"])
     ref, ours = build(config, params, "numpy"), build(config, params, backend)

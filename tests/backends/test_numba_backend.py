@@ -14,7 +14,7 @@ from minigemma.text.generation import GenerationStats, generate_ids
 from minigemma.text.sampling import Sampler, SamplingParams
 
 from helpers.backend_inputs import assert_close, quantized_params, random_blocks
-from helpers.random_models import build, random_params, tiny_config
+from helpers.random_models import build, tiny_config, tiny_params
 
 pytest.importorskip("numba")
 REF = get_backend("numpy")
@@ -37,7 +37,7 @@ def test_warmup_compiles_every_kernel_once_and_a_generation_adds_none(nb):
     before = signature_counts(nb)
     assert set(before.values()) == {1}, before
     config = tiny_config("gemma2", d_model=64, head_dim=16, ffn_dim=96)
-    params = random_params(config, seed=1)
+    params = tiny_params(config, seed=1)
     for p in (params, quantized_params(config, params, ["q8_0", "q4_0"])):
         model = build(config, p, nb)
         greedy(model, [2, 5, 7] * 7, 12)

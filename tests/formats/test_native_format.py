@@ -13,7 +13,7 @@ from minigemma.formats.safetensors import SafetensorsFile, write_safetensors
 from minigemma.models.gemma import parameter_shapes
 from minigemma.ops.bfloat16 import bf16_bits_to_f32, f32_to_bf16_bits
 
-from helpers.random_models import random_params, tiny_config
+from helpers.random_models import tiny_config, tiny_params
 
 safetensors_numpy = pytest.importorskip("safetensors.numpy")
 
@@ -52,7 +52,7 @@ def test_bf16_rounding_matches_torch():
 
 def test_round_trip_through_the_format(tmp_path):
     config = tiny_config("gemma3")
-    params = random_params(config)
+    params = tiny_params(config)
     save_mg(tmp_path / "m", config, params)
     model = minigemma.load(tmp_path / "m")
     assert model.config == config
@@ -62,7 +62,7 @@ def test_round_trip_through_the_format(tmp_path):
 
 def test_missing_tensor_is_named(tmp_path):
     config = tiny_config("gemma2")
-    params = random_params(config)
+    params = tiny_params(config)
     tensors = [(n, params[n].shape, "f32", lambda n=n: params[n])
                for n in parameter_shapes(config) if n != "layers.1.k_proj"]
     write_checkpoint(tmp_path / "m", config, tensors, embedding_dtype="float32", source="t")
@@ -72,7 +72,7 @@ def test_missing_tensor_is_named(tmp_path):
 
 def test_wrong_shape_is_named(tmp_path):
     config = tiny_config("gemma")
-    params = random_params(config)
+    params = tiny_params(config)
     params["layers.0.up_proj"] = np.zeros((3, 3), np.float32)
     tensors = [(n, params[n].shape, "f32", lambda n=n: params[n]) for n in parameter_shapes(config)]
     write_checkpoint(tmp_path / "m", config, tensors, embedding_dtype="float32", source="t")
@@ -82,7 +82,7 @@ def test_wrong_shape_is_named(tmp_path):
 
 def test_truncated_file_is_named(tmp_path):
     config = tiny_config("gemma")
-    folder = save_mg(tmp_path / "m", config, random_params(config))
+    folder = save_mg(tmp_path / "m", config, tiny_params(config))
     weights = os.path.join(folder, "model.safetensors")
     size = os.path.getsize(weights)
     with open(weights, "r+b") as f:
@@ -101,7 +101,7 @@ def test_not_a_checkpoint(tmp_path):
 
 def test_interrupted_conversion_leaves_nothing_that_looks_complete(tmp_path):
     config = tiny_config("gemma")
-    params = random_params(config)
+    params = tiny_params(config)
 
     def boom():
         raise KeyboardInterrupt
@@ -115,10 +115,10 @@ def test_interrupted_conversion_leaves_nothing_that_looks_complete(tmp_path):
 
 def test_existing_output_is_not_overwritten_silently(tmp_path):
     config = tiny_config("gemma")
-    save_mg(tmp_path / "m", config, random_params(config))
+    save_mg(tmp_path / "m", config, tiny_params(config))
     with pytest.raises(FileExistsError, match="not empty"):
-        save_mg(tmp_path / "m", config, random_params(config))
-    save_mg(tmp_path / "m", config, random_params(config, seed=1), overwrite=True)
+        save_mg(tmp_path / "m", config, tiny_params(config))
+    save_mg(tmp_path / "m", config, tiny_params(config, seed=1), overwrite=True)
 
 
 # --- the HF converter ---------------------------------------------------------------------

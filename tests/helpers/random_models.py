@@ -2,7 +2,7 @@
 from minigemma.backends import get_backend
 from minigemma.models.config import GemmaConfig
 from minigemma.models.gemma import Transformer, parameter_shapes
-from minigemma.models.random_weights import random_params as _random_params
+from minigemma.models.random_weights import random_params
 
 
 def tiny_config(family="gemma3", num_heads=4, num_kv_heads=2, head_dim=12, d_model=32,
@@ -21,8 +21,9 @@ def tiny_config(family="gemma3", num_heads=4, num_kv_heads=2, head_dim=12, d_mod
     return GemmaConfig(**fields)
 
 
-def random_params(config, seed=0, std=0.2):
-    return _random_params(parameter_shapes(config), seed, std)
+def tiny_params(config, seed=0, std=0.2):
+    """Random weights for a tiny Gemma config (minigemma.models.random_weights on its shapes)."""
+    return random_params(parameter_shapes(config), seed, std)
 
 
 def build(config, params, backend="numpy"):

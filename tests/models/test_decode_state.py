@@ -13,7 +13,7 @@ from minigemma.models.random_weights import random_params as random_weights
 from minigemma.models.recurrent_state import new_griffin_cache
 from minigemma.ops.attention import EMPTY_SLOT
 
-from helpers.random_models import build, random_params, tiny_config
+from helpers.random_models import build, tiny_config, tiny_params
 
 MiB = 2 ** 20
 
@@ -52,7 +52,7 @@ def empty_slot_bytes(cache):
        st.integers(1, 3))
 def test_gemma_count_equals_a_filled_cache(family, window, context, batch):
     config = tiny_config(family, window=window, num_layers=4)  # local and global layers
-    cache = filled(build(config, random_params(config)), context, batch)
+    cache = filled(build(config, tiny_params(config)), context, batch)
     assert all(int((layer.positions == EMPTY_SLOT).sum()) == 0 for layer in cache.layers)
     assert decode_state_bytes(config, context, batch) == cache.nbytes()
 

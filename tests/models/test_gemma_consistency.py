@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 from minigemma.models.config import GemmaConfig
 
-from helpers.random_models import build, random_params, tiny_config
+from helpers.random_models import build, tiny_config, tiny_params
 from helpers.tolerances import CONSISTENCY_ATOL
 
 ATOL = CONSISTENCY_ATOL["float32"]
@@ -24,7 +24,7 @@ def ids_for(config, T, seed, batch=1):
 @given(families, layouts, st.integers(1, 6), st.integers(0, 10_000))
 def test_cached_decode_equals_full_forward_past_the_window(family, layout, window, seed):
     config = tiny_config(family, *layout, window=window)
-    model = build(config, random_params(config, seed))
+    model = build(config, tiny_params(config, seed))
     ids = ids_for(config, 17, seed, batch=2)
     full, _ = model.forward(ids)
     cache = model.new_cache(batch=2, max_len=32)
@@ -37,7 +37,7 @@ def test_cached_decode_equals_full_forward_past_the_window(family, layout, windo
 @given(families, st.integers(1, 6), st.integers(1, 16), st.integers(0, 10_000))
 def test_chunked_prefill_equals_one_prefill(family, window, split, seed):
     config = tiny_config(family, window=window)
-    model = build(config, random_params(config, seed))
+    model = build(config, tiny_params(config, seed))
     ids = ids_for(config, 17, seed)
     full, _ = model.forward(ids)
     cache = model.new_cache(max_len=17)
@@ -50,7 +50,7 @@ def test_chunked_prefill_equals_one_prefill(family, window, split, seed):
 def test_window_at_least_length_equals_global_attention(family, seed):
     T = 11
     local = tiny_config(family, window=T)
-    params = random_params(local, seed)
+    params = tiny_params(local, seed)
     glob = local.replace(layer_types=("global",) * local.num_layers,
                          rope_base_local=local.rope_base_global)
     ids = ids_for(local, T, seed)
@@ -64,7 +64,7 @@ def test_window_at_least_length_equals_global_attention(family, seed):
 def test_gqa_with_repeated_kv_weights_equals_mha(family, seed):
     gqa = tiny_config(family, num_heads=6, num_kv_heads=2)
     mha = gqa.replace(num_kv_heads=6)
-    params = random_params(gqa, seed)
+    params = tiny_params(gqa, seed)
     mha_params = dict(params)
     H = gqa.head_dim
     for i in range(gqa.num_layers):
@@ -78,7 +78,7 @@ def test_gqa_with_repeated_kv_weights_equals_mha(family, seed):
 
 def test_ring_buffer_keeps_only_the_window():
     config = tiny_config("gemma3", window=4)
-    model = build(config, random_params(config))
+    model = build(config, tiny_params(config))
     cache = model.new_cache(max_len=64)
     model.forward(ids_for(config, 30, 0), cache=cache)
     for i, layer in enumerate(cache.layers):
@@ -90,7 +90,7 @@ def test_ring_buffer_keeps_only_the_window():
 
 def test_last_only_equals_last_row():
     config = tiny_config("gemma2")
-    model = build(config, random_params(config))
+    model = build(config, tiny_params(config))
     ids = ids_for(config, 8, 3)
     np.testing.assert_allclose(model.forward(ids, last_only=True)[0][:, 0],
                                model.forward(ids)[0][:, -1], atol=ATOL, rtol=0)
@@ -98,7 +98,7 @@ def test_last_only_equals_last_row():
 
 def test_cache_overflow_and_context_errors():
     config = tiny_config("gemma")
-    model = build(config, random_params(config))
+    model = build(config, tiny_params(config))
     cache = model.new_cache(max_len=4)
     with pytest.raises(ValueError, match="larger max_len"):
         model.forward(ids_for(config, 6, 0), cache=cache)

@@ -8,6 +8,7 @@ import pytest
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
+pytestmark = pytest.mark.oracle  # against HF transformers
 
 import minigemma  # noqa: E402
 

@@ -28,7 +28,7 @@ def tiny_config(window=5, extra_key=False, **overrides):
     return GriffinConfig(**fields)
 
 
-def random_params(config, seed=0):
+def tiny_params(config, seed=0):
     rng = np.random.default_rng(seed)
     params = {}
     for name, shape in parameter_shapes(config).items():
@@ -73,7 +73,7 @@ def test_scan_equals_a_step_by_step_loop(T, L, seed):
 @given(st.integers(1, 6), conventions, st.integers(1, 16), seeds)
 def test_prefill_in_two_chunks_equals_one_prefill(window, extra_key, split, seed):
     config = tiny_config(window, extra_key)
-    model = build(config, random_params(config, seed))
+    model = build(config, tiny_params(config, seed))
     ids = ids_for(config, 17, seed, batch=2)
     full, _ = model.forward(ids)
     cache = model.new_cache(batch=2)
@@ -85,7 +85,7 @@ def test_prefill_in_two_chunks_equals_one_prefill(window, extra_key, split, seed
 @given(st.integers(1, 6), conventions, seeds)
 def test_cached_decode_equals_full_forward_past_the_window(window, extra_key, seed):
     config = tiny_config(window, extra_key)
-    model = build(config, random_params(config, seed))
+    model = build(config, tiny_params(config, seed))
     ids = ids_for(config, 17, seed, batch=2)
     full, _ = model.forward(ids)
     cache = model.new_cache(batch=2)
@@ -97,7 +97,7 @@ def test_cached_decode_equals_full_forward_past_the_window(window, extra_key, se
 
 def test_cache_size_is_constant_in_the_number_of_decoded_tokens():
     config = tiny_config(window=4)
-    model = build(config, random_params(config))
+    model = build(config, tiny_params(config))
     cache = model.new_cache()
     empty = cache.nbytes()
     model.forward(ids_for(config, 6, 0), cache=cache)
@@ -115,7 +115,7 @@ def test_cache_size_is_constant_in_the_number_of_decoded_tokens():
 @given(seeds)
 def test_both_window_conventions_agree_while_the_sequence_fits_the_window(seed):
     hf_style = tiny_config(window=9, extra_key=False)
-    params = random_params(hf_style, seed)
+    params = tiny_params(hf_style, seed)
     official = build(hf_style.replace(window_includes_extra_key=True), params)
     hf_model = build(hf_style, params)
     ids = ids_for(hf_style, 12, seed)
@@ -126,7 +126,7 @@ def test_both_window_conventions_agree_while_the_sequence_fits_the_window(seed):
 
 def test_last_only_equals_last_row():
     config = tiny_config()
-    model = build(config, random_params(config))
+    model = build(config, tiny_params(config))
     ids = ids_for(config, 8, 3, batch=2)
     np.testing.assert_allclose(model.forward(ids, last_only=True)[0][:, 0],
                                model.forward(ids)[0][:, -1], atol=ATOL, rtol=0)
@@ -134,7 +134,7 @@ def test_last_only_equals_last_row():
 
 def test_greedy_generation_follows_the_full_forward():
     config = tiny_config(window=3)
-    model = build(config, random_params(config, 7))
+    model = build(config, tiny_params(config, 7))
     prompt = [config.bos_id, 5, 9]
     new = list(generate_ids(model, prompt, 12, Sampler(SamplingParams()), set(), GenerationStats()))
     ids = list(prompt)
@@ -145,7 +145,7 @@ def test_greedy_generation_follows_the_full_forward():
 
 def test_errors_are_sentences():
     config = tiny_config()
-    model = build(config, random_params(config))
+    model = build(config, tiny_params(config))
     with pytest.raises(ValueError, match="context"):
         model.new_cache(max_len=config.max_position + 1)
     with pytest.raises(ValueError, match="context"):

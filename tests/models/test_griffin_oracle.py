@@ -11,6 +11,7 @@ import pytest
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
+pytestmark = pytest.mark.oracle  # against HF transformers and the official recurrentgemma
 
 import minigemma  # noqa: E402
 from minigemma.formats.native import WEIGHTS_FILE  # noqa: E402

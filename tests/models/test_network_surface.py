@@ -11,7 +11,7 @@ from minigemma.models.gemma import Transformer
 from minigemma.models.griffin import Griffin, parameter_shapes
 from minigemma.models.random_weights import random_params as random_weights
 
-from helpers.random_models import build, random_params, tiny_config
+from helpers.random_models import build, tiny_config, tiny_params
 
 BE = get_backend("numpy")
 
@@ -26,7 +26,7 @@ def tiny_griffin():
 
 def tiny_transformer(family):
     config = tiny_config(family, window=3)
-    return build(config, random_params(config, 3))
+    return build(config, tiny_params(config, 3))
 
 
 NETWORKS = [lambda: tiny_transformer("gemma"), lambda: tiny_transformer("gemma2"),

@@ -11,6 +11,7 @@ from minigemma.text.generation import GenerationStats, generate_ids
 from minigemma.text.sampling import Sampler, SamplingParams
 
 torch = pytest.importorskip("torch")
+pytestmark = [pytest.mark.oracle, pytest.mark.slow]  # the real model against HF transformers
 
 from helpers.long_text import LONG_TEXT  # noqa: E402
 

@@ -49,6 +49,7 @@ def test_conv1d_is_the_causal_sum_of_the_docstring(width, T, seed):
     np.testing.assert_array_equal(state[0, state.shape[1] - len(last):], last)
 
 
+@pytest.mark.oracle
 def test_conv1d_tap_order_and_hf_layout():
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(0)

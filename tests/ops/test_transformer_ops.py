@@ -137,6 +137,7 @@ def test_window_at_least_length_equals_global():
                                attention(q, k, v, pos, pos, scale=0.3), atol=ATOL)
 
 
+@pytest.mark.oracle
 def test_gelu_tanh_matches_torch_and_is_not_erf():
     torch = pytest.importorskip("torch")
     z = np.linspace(-6, 6, 241).astype(np.float32)

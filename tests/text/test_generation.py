@@ -10,13 +10,13 @@ import pytest
 from minigemma.model import Model
 from minigemma.text.generation import chat_prompt
 
-from helpers.random_models import build, random_params, tiny_config
+from helpers.random_models import build, tiny_config, tiny_params
 
 
 @pytest.fixture(scope="module")
 def tiny(real_model):
     config = tiny_config("gemma3", vocab=262_144, num_layers=2, window=4, max_position=64)
-    return Model(build(config, random_params(config, seed=3, std=0.3)), real_model.tokenizer)
+    return Model(build(config, tiny_params(config, seed=3, std=0.3)), real_model.tokenizer)
 
 
 def test_stream_pieces_join_to_generate(tiny):

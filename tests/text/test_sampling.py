@@ -24,9 +24,7 @@ from minigemma.text.sampling import (
 SETTINGS = settings(max_examples=60, deadline=None)
 
 
-# --------------------------------------------------------------------------------------------
 # Strategies and brute-force references
-# --------------------------------------------------------------------------------------------
 
 @st.composite
 def logits_vectors(draw, max_size=300, scale=20.0, neg_inf=True, ties=True):
@@ -65,9 +63,7 @@ def kept(filtered):
     return np.asarray(filtered) > -np.inf
 
 
-# --------------------------------------------------------------------------------------------
 # Greedy
-# --------------------------------------------------------------------------------------------
 
 @SETTINGS
 @given(logits_vectors())
@@ -91,9 +87,7 @@ def test_top_k_1_is_greedy(x, temperature, seed):
     assert all(sampler(x, []) == int(np.argmax(x)) for _ in range(5))
 
 
-# --------------------------------------------------------------------------------------------
 # Filters, each against a brute-force version
-# --------------------------------------------------------------------------------------------
 
 @SETTINGS
 @given(logits_vectors(neg_inf=False), st.integers(1, 310))
@@ -170,9 +164,7 @@ def test_min_p_example():
     assert list(np.flatnonzero(kept(min_p_filter(x, 1.0)))) == [0]
 
 
-# --------------------------------------------------------------------------------------------
 # The whole chain
-# --------------------------------------------------------------------------------------------
 
 sampling_params = st.builds(
     SamplingParams,
@@ -225,9 +217,7 @@ def test_order_of_operations():
     assert list(np.flatnonzero(kept(p))) == [0, 1, 2]
 
 
-# --------------------------------------------------------------------------------------------
 # Seeds and the empirical distribution
-# --------------------------------------------------------------------------------------------
 
 @SETTINGS
 @given(logits_vectors(max_size=50), sampling_params)
@@ -267,9 +257,7 @@ def test_empirical_frequencies_match_probabilities(params, previous):
     assert chi2 < chi_square_critical(int(support.sum()) - 1)
 
 
-# --------------------------------------------------------------------------------------------
 # Repetition penalty
-# --------------------------------------------------------------------------------------------
 
 @SETTINGS
 @given(logits_vectors(), st.floats(1.01, 10.0), st.data())
@@ -327,9 +315,7 @@ def test_repetition_penalty_rule():
     assert softmax(apply_repetition_penalty(x, [0, 2], 2.0))[2] > softmax(x)[2]
 
 
-# --------------------------------------------------------------------------------------------
 # Validation
-# --------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name, value", [
     ("temperature", -0.1), ("temperature", float("inf")), ("temperature", float("nan")),
@@ -363,9 +349,7 @@ def test_invalid_inputs_raise(logits, previous, match):
             Sampler(params)(logits, previous)
 
 
-# --------------------------------------------------------------------------------------------
 # Extreme values
-# --------------------------------------------------------------------------------------------
 
 extreme_values = st.sampled_from([0.0, 1.0, -1.0, 1e30, -1e30, 3e38, -3e38, 1e-30, -np.inf, np.inf])
 

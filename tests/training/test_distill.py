@@ -26,7 +26,7 @@ from minigemma.training.distill import (
     text_windows,
 )
 
-from helpers.random_models import random_params, tiny_config
+from helpers.random_models import tiny_config, tiny_params
 
 TEXT = ("the cat sat on the mat, and then the rat ran at the cat; "
         "a thin hen ate the grain in the barn. ") * 3
@@ -46,7 +46,7 @@ def toy_tokenizer_bytes():
 def write_tiny(folder, seed, family="gemma3"):
     tokenizer_bytes = toy_tokenizer_bytes()
     config = tiny_config(family, vocab=Tokenizer.from_bytes(tokenizer_bytes).vocab_size)
-    params = random_params(config, seed=seed)
+    params = tiny_params(config, seed=seed)
     tensors = [(n, params[n].shape, "f32", lambda n=n: params[n]) for n in parameter_shapes(config)]
     write_checkpoint(folder, config, tensors, embedding_dtype="float32", source="test",
                      tokenizer_bytes=tokenizer_bytes)
@@ -216,7 +216,7 @@ def test_cli_errors(dirs, tmp_path, capsys):
     capsys.readouterr()
     wide = tmp_path / "wide"
     config = tiny_config("gemma3", vocab=300)
-    params = random_params(config)
+    params = tiny_params(config)
     write_checkpoint(wide, config, [(n, params[n].shape, "f32", lambda n=n: params[n])
                                     for n in parameter_shapes(config)],
                      embedding_dtype="float32", source="test")

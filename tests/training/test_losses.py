@@ -327,9 +327,10 @@ def test_sparse_targets_memory_on_gemma_vocabulary():
     assert teacher.nbytes == 2 * 256 * 8 and teacher.dense_nbytes == 2 * GEMMA_V * 4  # 512x
 
 
-# ----------------------------------------------------------------- oracle: PyTorch
+# Oracle: PyTorch
 
 
+@pytest.mark.oracle
 @pytest.mark.parametrize("V", [37, GEMMA_V])
 @pytest.mark.parametrize("tau", [0.5, 1.0, 2.0])
 def test_matches_pytorch(V, tau):
