@@ -115,10 +115,11 @@ def read_meta(path):
     return meta
 
 
-def read_checkpoint(path, expected_shapes):
+def read_checkpoint(path, expected_shapes=None):
     """(meta, config, iterator of (name, host weight)) for a checkpoint folder.
 
-    expected_shapes(config) -> {name: shape} is the network's parameter list.
+    expected_shapes(config) -> {name: shape} is the network's parameter list; by default, that
+    of the network the config describes (Transformer or Griffin).
 
     Every expected tensor must be present with its shape, and nothing else may be there.
     Weights come back one at a time: float32 arrays, or QuantizedWeight.
@@ -126,6 +127,9 @@ def read_checkpoint(path, expected_shapes):
     path = os.fspath(path)
     meta = read_meta(path)
     config = config_class(meta.get("architecture")).from_dict(meta["config"])
+    if expected_shapes is None:
+        from minigemma.model import network_class  # the models import this module
+        expected_shapes = network_class(config).parameter_shapes
     expected = expected_shapes(config)
     weights = SafetensorsFile(os.path.join(path, WEIGHTS_FILE))
     quantized = meta.get("quantized", {})
