@@ -36,8 +36,8 @@ def in_tree():
         dirs[:] = [d for d in dirs if d != "__pycache__"]
         rel = os.path.relpath(folder, ROOT)
         found.add(rel)
-        found.update(os.path.join(rel, f) for f in files
-                     if f.endswith((".py", ".cu", ".h")) and f not in ("__init__.py", "__main__.py"))
+        found.update(os.path.join(rel, f) for f in files if f.endswith((".py", ".cu", ".cuh", ".h"))
+                     and f != "__main__.py" and (f != "__init__.py" or rel == "minigemma"))
     return found
 
 

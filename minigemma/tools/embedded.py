@@ -29,10 +29,17 @@ def _package():
 
 
 def _is_complete(folder, sha256):
+    """True when `folder` holds this GGUF's conversion and this version of minigemma reads its
+    config (a cache written by another version is converted again, not loaded half-understood)."""
+    from minigemma.formats.native import config_class, read_meta
     try:
         with open(os.path.join(folder, "config.json")) as f:
-            return json.load(f).get("source_sha256") == sha256
-    except (OSError, ValueError):
+            if json.load(f).get("source_sha256") != sha256:
+                return False
+        meta = read_meta(folder)
+        config_class(meta.get("architecture")).from_dict(meta["config"])
+        return os.path.isfile(os.path.join(folder, "model.safetensors"))
+    except (OSError, ValueError, KeyError, TypeError):
         return False
 
 

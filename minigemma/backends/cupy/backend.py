@@ -173,14 +173,8 @@ class CupyBackend(Backend):
             self._inv_freq[key] = self.asarray(np.ascontiguousarray(theta, dtype=np.float32))
         return self._inv_freq[key]
 
-    def geglu(self, gate, up, approximate="tanh"):
-        if approximate != "tanh":  # the exact GELU: the reference's erfc on CuPy arrays
-            return self._geglu_reference(gate, up, approximate)
+    def geglu(self, gate, up):
         return self.launches.geglu(gate, up)
-
-    _geglu_reference = delegate_to_reference(
-        "geglu", "elementwise.cu has the tanh GELU of every released Gemma; the exact GELU a "
-        "config may ask for runs as the reference's CuPy array operations")
 
     def softcap(self, x, cap):
         return self.launches.softcap(x, float(cap))
