@@ -40,10 +40,16 @@ def backend_class(name):
     return getattr(importlib.import_module(module_name), class_name)
 
 
+AUTO_ORDER = ("cupy", "numba", "numpy")  # fastest first: a working GPU, then the CPU kernels
+
+
 def get_backend(name="numpy"):
-    """The backend called `name`, or a ValueError saying why it cannot be used."""
+    """The backend called `name`, or a ValueError saying why it cannot be used. "auto" is the
+    first of AUTO_ORDER that works here (CuPy on a working GPU, else Numba, else NumPy)."""
     if not isinstance(name, str):
         return name  # already a backend object
+    if name == "auto":
+        name = next(n for n in AUTO_ORDER if _unavailable_reason(n) is None)
     if name not in _REGISTRY:
         raise ValueError(f"unknown backend {name!r}; known backends: {', '.join(_REGISTRY)}")
     if name not in _instances:

@@ -61,3 +61,15 @@ def test_every_preset_builds_and_layer_patterns_follow_the_spec():
             < decode_state_bytes(preset("gemma-2b"), 10_000))
     with pytest.raises(ValueError, match="unknown preset"):
         preset("gemma5")
+
+
+def test_auto_takes_the_first_backend_that_works(monkeypatch):
+    import minigemma.backends as registry
+    reasons = {"cupy": "no CUDA device", "numba": None, "numpy": None}
+    monkeypatch.setattr(registry, "_unavailable_reason", lambda name: reasons[name])
+    monkeypatch.setattr(registry, "_instances", {})
+    assert registry.get_backend("auto").name == "numba"
+    reasons.update(cupy=None)
+    assert registry.AUTO_ORDER[0] == "cupy"
+    reasons.update(cupy="no CUDA device", numba="Numba is not installed")
+    assert registry.get_backend("auto").name == "numpy"
