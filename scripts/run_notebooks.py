@@ -26,7 +26,8 @@ def package_sources():
     paths = []
     for folder, dirs, files in os.walk(os.path.join(ROOT, "minigemma")):
         dirs[:] = sorted(d for d in dirs if d != "__pycache__")
-        paths += [os.path.join(folder, f) for f in sorted(files) if f.endswith((".py", ".cu", ".h"))]
+        paths += [os.path.join(folder, f) for f in sorted(files)
+                  if f.endswith((".py", ".cu", ".cuh", ".h"))]
     return paths
 
 

@@ -78,7 +78,7 @@ def real_model(real_gguf_path, tmp_path_factory):
     import minigemma
     folder = tmp_path_factory.mktemp("real") / "gemma3-270m"
     minigemma.convert(real_gguf_path, folder, progress=False)
-    return minigemma.load(folder)
+    return minigemma.load(folder, backend="numpy")  # the reference, whatever "auto" picks
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,9 @@
 """Backend registry: which backends exist, which work here, and why the others do not.
 
-Selection is explicit (`get_backend("numba")`, `load(..., backend="numba")`); there is no global
-switch. Optional backends are probed lazily, so `import minigemma` imports neither Numba nor CuPy.
+Selection is by name (`get_backend("numba")`, `load(..., backend="numba")`); there is no global
+switch. "auto", the default of `load()` and of the CLI, is the fastest backend that works here:
+CuPy on a working GPU, else Numba, else the NumPy reference. Optional backends are probed lazily,
+so `import minigemma` imports neither Numba nor CuPy.
 """
 import importlib
 
@@ -13,6 +15,7 @@ _REGISTRY = {
     "cupy": ("minigemma.backends.cupy.backend", "CupyBackend", "probe"),
 }
 _instances = {}
+AUTO_ORDER = ("cupy", "numba", "numpy")  # fastest first; "auto" takes the first that works
 
 
 def _unavailable_reason(name):
@@ -40,18 +43,21 @@ def backend_class(name):
     return getattr(importlib.import_module(module_name), class_name)
 
 
-AUTO_ORDER = ("cupy", "numba", "numpy")  # fastest first: a working GPU, then the CPU kernels
+def auto_backend_name():
+    """The name "auto" stands for: the first of AUTO_ORDER that works here."""
+    return next(name for name in AUTO_ORDER if _unavailable_reason(name) is None)
 
 
-def get_backend(name="numpy"):
-    """The backend called `name`, or a ValueError saying why it cannot be used. "auto" is the
-    first of AUTO_ORDER that works here (CuPy on a working GPU, else Numba, else NumPy)."""
+def get_backend(name="auto"):
+    """The backend called `name` ("auto": the fastest that works here, see AUTO_ORDER), or a
+    ValueError saying why it cannot be used."""
     if not isinstance(name, str):
         return name  # already a backend object
     if name == "auto":
-        name = next(n for n in AUTO_ORDER if _unavailable_reason(n) is None)
+        name = auto_backend_name()
     if name not in _REGISTRY:
-        raise ValueError(f"unknown backend {name!r}; known backends: {', '.join(_REGISTRY)}")
+        raise ValueError(f"unknown backend {name!r}; known backends: "
+                         f"{', '.join(_REGISTRY)}, or auto")
     if name not in _instances:
         reason = _unavailable_reason(name)
         if reason is not None:

@@ -18,11 +18,14 @@ I, O a weight's input and output features, W the Conv1D width, "..." any leading
 | to_numpy(x)                         | backend array -> host array                               |
 | prepare_weight(w)                   | host weight (f32 or QuantizedWeight) -> backend weight    |
 | linear(x, w)                        | x [..., I] f32, w logical [O, I] -> [..., O] f32 = x @ Wᵀ |
+| linear_many(x, weights)             | x [..., I], weights [O_i, I] -> tuple of [..., O_i]        |
+| geglu_linear(x, w_gate, w_up, …)    | x [..., I], w_gate, w_up [F, I] -> [..., F] f32           |
 | embed(table, ids, scale)            | table [V, D], ids [B, T] -> [B, T, D] f32                 |
 | rms_norm(x, gain, eps)              | [..., D] -> [..., D] f32, gain = 1 + w                    |
 | rope(x, pos, base, rot_dim, scale)  | x [B, T, N, H], pos [B, T] -> same                        |
 | attention(q, k, v, q_pos, k_pos, …) | q [B, T, N, H], k/v [B, S, K, H] -> [B, T, N, H]          |
-| geglu(gate, up), softcap(x, cap)    | elementwise                                               |
+| geglu(gate, up, approximate)        | elementwise                                               |
+| softcap(x, cap)                     | elementwise                                               |
 | conv1d(x, w, b, state)              | x [B, T, L], w [W, L], state [B, W−1, L] -> y, state      |
 | rglru_gates(x, a_param, W_x, …)     | x [B, T, L], a_param [L] -> a, gate_x [B, T, L]           |
 | rglru_scan(x, a, gate_x, h0, reset) | [B, T, L] each, h0 [B, L] f32, reset [B, T] -> y, h_T     |
@@ -68,6 +71,29 @@ class Backend(ABC):
         """
 
     @abstractmethod
+    def linear_many(self, x, weights):
+        """x [..., I] float32, weights a sequence of prepared weights of logical shapes [O_i, I]
+        -> a tuple of [..., O_i] float32, one per weight:
+
+            y_i = x @ W_iᵀ                                (= linear(x, W_i) for each i)
+
+        One op for the matrices that read the same input (q, k, v; gate, up), so that a backend
+        can read x once and run them as one kernel. A ValueError when x's last axis is not I.
+        """
+
+    @abstractmethod
+    def geglu_linear(self, x, w_gate, w_up, approximate="tanh"):
+        """x [..., I] float32, w_gate, w_up prepared weights of logical shape [F, I] ->
+        [..., F] float32, the first half of the gated MLP:
+
+            out = geglu(x @ W_gateᵀ, x @ W_upᵀ, approximate)
+
+        (`geglu` gives the two GELUs). One op so that a backend can apply the GELU where it
+        computes the two products, without writing them out. A ValueError when x's last axis is
+        not I, the two weights differ in shape, or `approximate` is not "tanh" or "none".
+        """
+
+    @abstractmethod
     def embed(self, table, ids, scale):
         """table a prepared weight [V, D], ids [B, T] int, scale a float -> [B, T, D] float32.
 
@@ -89,9 +115,13 @@ class Backend(ABC):
     def rope(self, x, positions, base, rot_dim=None, scale=1.0):
         """x [B, T, N, H] float32, positions [B, T] int -> [B, T, N, H] float32.
 
-            θ_i = p / base^(2i/d) / scale,  i < d/2,  d = rot_dim (None: d = H)
-            out = [x1·cos θ − x2·sin θ,  x2·cos θ + x1·sin θ,  x[d:]],  x1, x2 = x[:d/2], x[d/2:d]
+            θ_i = (p / s) · f_i,  i < d/2,  d = rot_dim (None: d = H)
+            out = [x1·cos θ − x2·sin θ,  x2·cos θ + x1·sin θ] · m,  x[d:] unchanged,
+                  x1, x2 = x[:d/2], x[d/2:d]
 
+        f, s and m come from `scale` through `minigemma.ops.rope.rope_frequencies`: a number is
+        linear interpolation (f_i = base^(−2i/d), s = scale, m = 1); a RopeScaling
+        (`minigemma.models.config`) is linear or YaRN (blended f, s = 1, m its attention factor).
         Half-split pairs (i, i + d/2); the angles in float32 from the integer positions.
         """
 
@@ -110,10 +140,13 @@ class Backend(ABC):
         """
 
     @abstractmethod
-    def geglu(self, gate, up):
+    def geglu(self, gate, up, approximate="tanh"):
         """gate, up [..., F] float32 -> [..., F] float32.
 
-            out = ½·g·(1 + tanh(√(2/π)·(g + 0.044715·g³))) · up,   g = gate
+            approximate="tanh":  out = ½·g·(1 + tanh(√(2/π)·(g + 0.044715·g³))) · up,   g = gate
+            approximate="none":  out = ½·g·(1 + erf(g/√2)) · up          (the exact GELU)
+
+        PyTorch's names for the two GELUs; anything else is a ValueError.
         """
 
     @abstractmethod

@@ -39,6 +39,15 @@ class NumpyBackend(Backend):
         rows = x.reshape(-1, x.shape[-1])  # [B·T, I]
         return (rows @ w.T).reshape(*x.shape[:-1], w.shape[0])  # [..., O]
 
+    def linear_many(self, x, weights):
+        return tuple(self.linear(x, w) for w in weights)
+
+    def geglu_linear(self, x, w_gate, w_up, approximate="tanh"):
+        if tuple(w_gate.shape) != tuple(w_up.shape):
+            raise ValueError(f"geglu_linear: the gate weight {tuple(w_gate.shape)} and the up "
+                             f"weight {tuple(w_up.shape)} differ in shape")
+        return self.geglu(*self.linear_many(x, (w_gate, w_up)), approximate)
+
     def embed(self, table, ids, scale):
         return embedding.embed(table, ids, scale, xp=self.xp)
 
@@ -52,8 +61,8 @@ class NumpyBackend(Backend):
         return attention.attention(q, k, v, q_pos, k_pos, scale=scale, window=window,
                                    softcap=softcap, xp=self.xp)
 
-    def geglu(self, gate, up):
-        return mlp.geglu(gate, up, xp=self.xp)
+    def geglu(self, gate, up, approximate="tanh"):
+        return mlp.geglu(gate, up, approximate, xp=self.xp)
 
     def softcap(self, x, cap):
         return softcap.softcap(x, cap, xp=self.xp)

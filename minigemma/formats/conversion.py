@@ -5,9 +5,14 @@ ConvertedModel; `minigemma.formats.convert.convert` hands that to
 `minigemma.formats.native.write_checkpoint`, the only code that writes a checkpoint folder.
 Before anything is produced, the converter checks the source's tensors against what the config
 needs with check_tensor_names, and the checkpoint reader checks a folder the same way
-(docs/formats.md says what each format holds).
+(docs/formats.md says what each format holds). check_finite refuses a non-finite weight, at
+conversion (`write_checkpoint`, on every tensor it writes) and at load (`read_checkpoint`).
 """
 from dataclasses import dataclass
+
+import numpy as np
+
+from minigemma.formats.gguf.blocks import QuantizedWeight, non_finite_scales
 
 SHOWN = 5  # names listed per kind of problem; the rest are counted
 
@@ -70,3 +75,44 @@ def _few(names):
     """The first SHOWN names, and how many more there are."""
     more = f" and {len(names) - SHOWN} more" if len(names) > SHOWN else ""
     return f"{names[:SHOWN]}{more}"
+
+
+def check_finite(source, name, weight):
+    """ValueError naming `source` and the tensor `name` unless every value of `weight` (a float
+    array or a QuantizedWeight) is finite. Blocks are judged by their fp16 scales
+    (`non_finite_scales`); an array by its sum first (one pass; any Inf or NaN makes it
+    non-finite), and counted only when the sum is not finite, which large finite values can
+    also cause."""
+    if isinstance(weight, QuantizedWeight):
+        bad = non_finite_scales(weight)
+        if bad:
+            raise ValueError(f"{source}: tensor {name!r} ({weight.kind}) has {bad} block "
+                             f"scales that are Inf or NaN; a model's weights must be finite")
+        return
+    if np.isfinite(np.sum(weight)):
+        return
+    bad = int(np.size(weight) - np.count_nonzero(np.isfinite(weight)))
+    if bad:
+        raise ValueError(f"{source}: tensor {name!r} has {bad} values that are Inf or NaN; a "
+                         f"model's weights must be finite")
+
+
+TOKENIZER_LIMIT = 256 * 1024 * 1024  # a tokenizer.model larger than this is not one
+
+
+def read_tokenizer_file(path, config):
+    """The bytes of the SentencePiece model at `path` for a converter, or None when there is no
+    file: checked to load, and to have no more pieces than `config` embeds (ValueError naming
+    the file). A converted folder keeps only tokenizers that pass."""
+    import os
+
+    from minigemma.formats.files import read_bytes
+    from minigemma.text.tokenizer import Tokenizer
+    if path is None or not os.path.lexists(path):
+        return None
+    data = read_bytes(path, "tokenizer.model", TOKENIZER_LIMIT)
+    tokenizer = Tokenizer.from_bytes(data, name=os.fspath(path))
+    if tokenizer.vocab_size > config.vocab_size:
+        raise ValueError(f"{path}: the tokenizer has {tokenizer.vocab_size} pieces but the model "
+                         f"embeds only {config.vocab_size} token ids")
+    return data

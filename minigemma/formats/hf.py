@@ -1,15 +1,18 @@
 """Import of HF transformers safetensors folders (GemmaForCausalLM, Gemma2ForCausalLM,
-Gemma3ForCausalLM): the only place HF tensor names appear (docs/formats.md#hf-gemma).
+Gemma3ForCausalLM, and the text tower of Gemma3ForConditionalGeneration): the only place HF
+tensor names appear (docs/formats.md#hf-gemma).
 
 The converter is strict: every source tensor must be consumed and every shape must match the
-config. Norm gains get their + 1 here, once, in float32 (HF adds it at run time, in float32).
+config; tensors must be stored as F32, F16 or BF16. Norm gains get their + 1 here, once, in
+float32 (HF adds it at run time, in float32).
 """
-import json
 import os
+import re
 
 import numpy as np
 
-from minigemma.formats.conversion import ConvertedModel, check_tensor_names
+from minigemma.formats.conversion import ConvertedModel, check_tensor_names, read_tokenizer_file
+from minigemma.formats.files import read_json
 from minigemma.formats.gguf.blocks import BLOCK_FORMATS, quantize
 from minigemma.formats.hf_config import config_from_hf
 from minigemma.formats.safetensors import SafetensorsFile
@@ -53,36 +56,93 @@ def name_table(config):
     return {hf: ours for hf, ours in table.items() if ours in wanted}
 
 
+# Gemma3ForConditionalGeneration (multimodal Gemma 3): its text tower's names, as saved by
+# transformers 4.50+ and by 5.x's save_pretrained, map onto the names above; the vision tower
+# and the projector are not part of the language model and are left out, by name.
+TEXT_TOWER_PREFIXES = {"language_model.model.": "model.", "model.language_model.": "model.",
+                       "language_model.lm_head.": "lm_head."}
+VISION_PREFIXES = ("vision_tower.", "multi_modal_projector.", "model.vision_tower.",
+                   "model.multi_modal_projector.")
+
+
 def open_hf_folder(src):
-    """(config dict, {tensor name: SafetensorsFile}) of an HF folder, single file or sharded."""
+    """(config dict, {tensor name: SafetensorsFile}) of an HF folder, single file or sharded.
+    The names of a multimodal Gemma 3's text tower come back as the text models' names, and
+    its vision tensors are left out."""
+    src = os.fspath(src)
     cfg_path = os.path.join(src, "config.json")
-    if not os.path.isfile(cfg_path):
+    if not os.path.lexists(cfg_path):
         raise FileNotFoundError(f"{src}: no config.json — not an HF model folder")
-    with open(cfg_path) as f:
-        hf_config = json.load(f)
+    hf_config = read_json(cfg_path, "config.json of an HF folder")
     index_path = os.path.join(src, "model.safetensors.index.json")
     single = os.path.join(src, "model.safetensors")
-    if os.path.isfile(index_path):
-        with open(index_path) as f:
-            weight_map = json.load(f)["weight_map"]
-        files = {shard: SafetensorsFile(os.path.join(src, shard)) for shard in set(weight_map.values())}
-        located = {name: files[shard] for name, shard in weight_map.items()}
+    if os.path.lexists(index_path):
+        index = read_json(index_path, "safetensors index")
+        weight_map = index.get("weight_map")
+        if not isinstance(weight_map, dict) or not all(
+                isinstance(n, str) and isinstance(f, str) and _plain_file_name(f)
+                for n, f in weight_map.items()):
+            raise ValueError(f"{index_path}: 'weight_map' must map tensor names to file names "
+                             f"in the folder")
+        files = {shard: SafetensorsFile(os.path.join(src, shard), "safetensors shard")
+                 for shard in sorted(set(weight_map.values()))}
+        located = {}
         for shard, st in files.items():
             for name in st.names():
-                if name not in located:
-                    raise ValueError(f"{src}: tensor {name!r} in {shard} is not in the index")
-    elif os.path.isfile(single):
-        st = SafetensorsFile(single)
+                if weight_map.get(name) != shard:
+                    raise ValueError(f"{os.path.join(src, shard)}: tensor {name!r} is not in "
+                                     f"the index under this file")
+                located[name] = st
+        missing = sorted(set(weight_map) - set(located))
+        if missing:
+            raise ValueError(f"{index_path}: the index lists tensors no shard holds: "
+                             f"{missing[:5]}")
+    elif os.path.lexists(single):
+        st = SafetensorsFile(single, "model.safetensors of an HF folder")
         located = {name: st for name in st.names()}
     else:
         raise FileNotFoundError(f"{src}: no model.safetensors or model.safetensors.index.json")
-    return hf_config, located
+    return hf_config, _text_tower(located)
+
+
+def _plain_file_name(name):
+    return name not in ("", ".", "..") and "/" not in name and "\\" not in name
+
+
+def _text_tower(located):
+    """Multimodal names -> text-model names; vision tensors dropped (see TEXT_TOWER_PREFIXES)."""
+    renamed = {}
+    for name, st in located.items():
+        if name.startswith(VISION_PREFIXES):
+            continue
+        ours = next((new + name[len(old):] for old, new in TEXT_TOWER_PREFIXES.items()
+                     if name.startswith(old)), name)
+        renamed[ours] = _Renamed(st, name) if ours != name else st
+    return renamed
+
+
+class _Renamed:
+    """A SafetensorsFile seen under other tensor names (shape and read by the new name)."""
+
+    def __init__(self, st, name):
+        self.st, self.name, self.path = st, name, st.path
+
+    def shape(self, _):
+        return self.st.shape(self.name)
+
+    def read(self, _, **kw):
+        return self.st.read(self.name, **kw)
 
 
 def hf_tensors(src, storage="f32"):
     """The ConvertedModel of an HF Gemma folder, matrices stored as `storage`."""
+    src = os.fspath(src)
     hf_config, located = open_hf_folder(src)
-    config = config_from_hf(hf_config)
+    try:
+        config = config_from_hf(hf_config)
+    except ValueError as e:
+        raise ValueError(f"{os.path.join(src, 'config.json')}: {e}") from None
+    check_layer_count(src, located, config.num_layers)
     table = name_table(config)
     shapes = parameter_shapes(config)
     check_source(src, located, {hf: shapes[ours] for hf, ours in table.items()},
@@ -96,7 +156,7 @@ def hf_tensors(src, storage="f32"):
                                  f"inputs are not a multiple of the {block}-element block")
 
     def produce(hf, ours):
-        array = located[hf].read(hf).astype(np.float32)
+        array = located[hf].read(hf)
         if is_norm(ours):
             return array + np.float32(1.0)  # zero-centred gain -> effective gain 1 + w
         return quantize(array, storage) if quantized else array
@@ -107,8 +167,21 @@ def hf_tensors(src, storage="f32"):
                for ours, shape in shapes.items()]
     # √D is rounded to the dtype the embedding is stored in (quantized: dequantized to f32).
     embedding_dtype = {"bf16": "bfloat16"}.get(storage, "float32")
-    return ConvertedModel(config, tensors, embedding_dtype, tokenizer_bytes(src),
+    return ConvertedModel(config, tensors, embedding_dtype, tokenizer_bytes(src, config),
                           source=f"hf:{os.path.abspath(src)}")
+
+
+def check_layer_count(src, located, num_layers):
+    """Refuse a config whose layer count the tensors do not have, before anything is built
+    from it (a config that says 10⁶ layers would otherwise build a table of 10⁷ names)."""
+    indices = {int(m.group(1)) for m in map(_LAYER_RE.match, located) if m}
+    found = max(indices) + 1 if indices else 0
+    if found != num_layers:
+        raise ValueError(f"{src}: config.json says {num_layers} layers, the tensors hold "
+                         f"{found} (model.layers.0 … model.layers.{found - 1})")
+
+
+_LAYER_RE = re.compile(r"^model\.layers\.(\d{1,9})\.")
 
 
 def check_source(src, located, expected_shapes, converter):
@@ -120,13 +193,9 @@ def check_source(src, located, expected_shapes, converter):
         _check_tied(src, located)
 
 
-def tokenizer_bytes(src):
-    """The folder's tokenizer.model, or None."""
-    path = os.path.join(src, "tokenizer.model")
-    if not os.path.isfile(path):
-        return None
-    with open(path, "rb") as f:
-        return f.read()
+def tokenizer_bytes(src, config):
+    """The folder's tokenizer.model (checked: `read_tokenizer_file`), or None."""
+    return read_tokenizer_file(os.path.join(src, "tokenizer.model"), config)
 
 
 def _check_tied(src, located):

@@ -12,7 +12,7 @@ import os
 import numpy as np
 
 from minigemma.formats.conversion import ConvertedModel
-from minigemma.formats.hf import check_source, open_hf_folder, tokenizer_bytes
+from minigemma.formats.hf import check_layer_count, check_source, open_hf_folder, tokenizer_bytes
 from minigemma.formats.hf_config import config_from_hf_recurrent_gemma
 from minigemma.models.gemma import is_norm
 from minigemma.models.griffin import parameter_shapes
@@ -88,8 +88,13 @@ def hf_griffin_tensors(src, storage="f32"):
     """The ConvertedModel of an HF RecurrentGemma folder, matrices stored as `storage`."""
     if storage not in ("f32", "bf16"):
         raise ValueError(f"RecurrentGemma checkpoints convert to f32 or bf16, not {storage!r}")
+    src = os.fspath(src)
     hf_config, located = open_hf_folder(src)
-    config = config_from_hf_recurrent_gemma(hf_config)
+    try:
+        config = config_from_hf_recurrent_gemma(hf_config)
+    except ValueError as e:
+        raise ValueError(f"{os.path.join(src, 'config.json')}: {e}") from None
+    check_layer_count(src, located, config.num_layers)
     table = name_table(config)
     shapes = parameter_shapes(config)
     check_source(src, located, {hf: hf_shape(ours, shapes[ours]) for hf, ours in table.items()},
@@ -100,5 +105,5 @@ def hf_griffin_tensors(src, storage="f32"):
                 lambda hf=by_ours[ours], ours=ours: from_hf(ours, located[hf].read(hf)))
                for ours, shape in shapes.items()]
     embedding_dtype = {"f32": "float32", "bf16": "bfloat16"}[storage]
-    return ConvertedModel(config, tensors, embedding_dtype, tokenizer_bytes(src),
+    return ConvertedModel(config, tensors, embedding_dtype, tokenizer_bytes(src, config),
                           source=f"hf:{os.path.abspath(src)}")

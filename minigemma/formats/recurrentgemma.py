@@ -19,7 +19,7 @@ import os
 
 import numpy as np
 
-from minigemma.formats.conversion import ConvertedModel, check_tensor_names
+from minigemma.formats.conversion import ConvertedModel, check_tensor_names, read_tokenizer_file
 from minigemma.formats.hf_griffin import storage_of
 from minigemma.models.config import GriffinConfig, field_defaults
 from minigemma.models.griffin import parameter_shapes
@@ -92,60 +92,93 @@ def from_official(layout, array):
 CONFIG_ARGS = ("attention_window", "final_softcap", "max_position")  # not in a state dict
 
 
-def config_from_state_dict(shapes, **given):
-    """A GriffinConfig from {official name: shape}; `given` sets CONFIG_ARGS (module docstring)."""
+def config_from_state_dict(shapes, label="state dict", **given):
+    """A GriffinConfig from {official name: shape}; `given` sets CONFIG_ARGS (module docstring).
+    `label` names the source in errors."""
     unknown = set(given) - set(CONFIG_ARGS)
     if unknown:
         raise ValueError(f"unknown arguments {sorted(unknown)} for an official recurrentgemma "
                          f"state dict; it takes {', '.join(CONFIG_ARGS)}")
+
+    def dim(name, axis, ndim):
+        """Axis `axis` of tensor `name`, which must have `ndim` axes and be non-empty."""
+        shape = shapes[name]
+        if len(shape) != ndim or min(shape, default=0) <= 0:
+            raise ValueError(f"{label}: tensor {name!r} has shape {tuple(shape)}; expected "
+                             f"{ndim} positive dims")
+        return int(shape[axis])
     if "embedder.input_embedding" not in shapes:
-        raise ValueError("not an official recurrentgemma state dict: no 'embedder.input_embedding'")
-    vocab, width = shapes["embedder.input_embedding"]
+        raise ValueError(f"{label}: not an official recurrentgemma state dict: no "
+                         f"'embedder.input_embedding'")
+    vocab, width = dim("embedder.input_embedding", 0, 2), dim("embedder.input_embedding", 1, 2)
     kinds, heads = [], set()
     lru_width, conv_width = width, field_defaults(GriffinConfig)["conv_width"]
     while f"blocks.{len(kinds)}.channel_pre_norm.scale" in shapes:
         p = f"blocks.{len(kinds)}."
         if p + "recurrent_block.rg_lru.a_gate.w" in shapes:
             kinds.append("recurrent")
-            heads.add(shapes[p + "recurrent_block.rg_lru.a_gate.w"][0])
-            lru_width = shapes[p + "recurrent_block.linear_x.weight"][0]
-            conv_width = shapes[p + "recurrent_block.conv_1d.w"][0]
+            heads.add(dim(p + "recurrent_block.rg_lru.a_gate.w", 0, 3))
+            if p + "recurrent_block.linear_x.weight" in shapes:
+                lru_width = dim(p + "recurrent_block.linear_x.weight", 0, 2)
+            if p + "recurrent_block.conv_1d.w" in shapes:
+                conv_width = dim(p + "recurrent_block.conv_1d.w", 0, 2)
         elif p + "attention_block.proj_k.weight" in shapes:
             kinds.append("attention")
-            heads.add(width // shapes[p + "attention_block.proj_k.weight"][0])
+            heads.add(width // dim(p + "attention_block.proj_k.weight", 0, 2))
         else:
-            raise ValueError(f"state dict block {len(kinds)} is neither a recurrent nor an "
-                             f"attention block")
+            raise ValueError(f"{label}: state dict block {len(kinds)} is neither a recurrent "
+                             f"nor an attention block")
     if not kinds or "blocks.0.mlp_block.ffw_up.w" not in shapes:
-        raise ValueError("not an official recurrentgemma state dict: no 'blocks.0.*' tensors")
+        raise ValueError(f"{label}: not an official recurrentgemma state dict: no 'blocks.0.*' "
+                         f"tensors")
     if len(heads) != 1:
-        raise ValueError(f"the RG-LRU gate blocks and the attention heads disagree on the number "
-                         f"of heads: {sorted(heads)}")
+        raise ValueError(f"{label}: the RG-LRU gate blocks and the attention heads disagree on "
+                         f"the number of heads: {sorted(heads)}")
     period = next(n for n in range(1, len(kinds) + 1)
                   if all(k == kinds[i % n] for i, k in enumerate(kinds)))
-    return GriffinConfig(
-        vocab_size=vocab, d_model=width, num_layers=len(kinds), num_heads=heads.pop(),
-        lru_width=lru_width, ffn_dim=shapes["blocks.0.mlp_block.ffw_up.w"][-1],
-        conv_width=conv_width, num_kv_heads=1, block_pattern=tuple(kinds[:period]),
-        window_includes_extra_key=True, **given)
+    try:
+        return GriffinConfig(
+            vocab_size=vocab, d_model=width, num_layers=len(kinds), num_heads=heads.pop(),
+            lru_width=lru_width, ffn_dim=dim("blocks.0.mlp_block.ffw_up.w", 2, 3),
+            conv_width=conv_width, num_kv_heads=1, block_pattern=tuple(kinds[:period]),
+            window_includes_extra_key=True, **given)
+    except ValueError as e:
+        raise ValueError(f"{label}: {e}") from None
 
 
 def load_state_dict(src):
-    """A flat {name: tensor} from a `.pt` path (weights only, never pickled code) or a mapping."""
+    """A flat {name: tensor} from a `.pt` path (weights only, never pickled code) or a mapping;
+    ValueError naming the file for anything else, or for a value that is not a float tensor."""
+    label = "state dict"
     if isinstance(src, (str, os.PathLike)):
+        label = os.fspath(src)
         try:
             import torch
         except ImportError:
-            raise ValueError(f"{src}: reading a .pt checkpoint needs PyTorch "
+            raise ValueError(f"{label}: reading a .pt checkpoint needs PyTorch "
                              f"(pip install torch)") from None
         try:
-            src = torch.load(os.fspath(src), map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError:  # files from the old (non-zip) serialisation cannot be mapped
-            src = torch.load(os.fspath(src), map_location="cpu", weights_only=True)
+            try:
+                src = torch.load(label, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError:  # files from the old (non-zip) serialisation cannot be mapped
+                src = torch.load(label, map_location="cpu", weights_only=True)
+        except Exception as e:  # torch raises RuntimeError, UnpicklingError, EOFError, …
+            raise ValueError(f"{label}: not a readable PyTorch state dict "
+                             f"({type(e).__name__}: {e})") from None
     if not hasattr(src, "items") or not all(isinstance(k, str) for k in src):
-        raise ValueError("an official recurrentgemma checkpoint must be a flat state dict "
-                         "{name: tensor}")
+        raise ValueError(f"{label}: an official recurrentgemma checkpoint must be a flat state "
+                         f"dict {{name: tensor}}")
+    for name, value in src.items():
+        if not _is_float_tensor(value):
+            raise ValueError(f"{label}: {name!r} must be a floating-point tensor, got "
+                             f"{getattr(value, 'dtype', type(value).__name__)}")
     return src
+
+
+def _is_float_tensor(value):
+    if hasattr(value, "is_floating_point"):  # torch
+        return value.is_floating_point()
+    return isinstance(value, np.ndarray) and np.issubdtype(value.dtype, np.floating)
 
 
 def _to_float32(value):
@@ -168,7 +201,7 @@ def official_tensors(src, storage="f32", tokenizer_path=None, **config_args):
     label = os.fspath(src) if is_file else "state dict"
     state = load_state_dict(src)
     shapes = {name: tuple(value.shape) for name, value in state.items()}
-    config = config_from_state_dict(shapes, **config_args)
+    config = config_from_state_dict(shapes, label, **config_args)
     table = name_table(config)
     ours_shapes = parameter_shapes(config)
     expected = {source: source_shape(layout, ours_shapes[ours])
@@ -184,16 +217,13 @@ def official_tensors(src, storage="f32", tokenizer_path=None, **config_args):
     embedding_dtype = {"f32": "float32", "bf16": "bfloat16"}[storage]
     if tokenizer_path is None and is_file:
         tokenizer_path = os.path.join(os.path.dirname(os.path.abspath(src)), "tokenizer.model")
-    tokenizer_bytes = None
-    if tokenizer_path is not None and os.path.isfile(tokenizer_path):
-        with open(tokenizer_path, "rb") as f:
-            tokenizer_bytes = f.read()
+    tokenizer_bytes = read_tokenizer_file(tokenizer_path, config)
     source = (f"recurrentgemma-torch:{os.path.basename(os.fspath(src))}" if is_file
               else "recurrentgemma-torch:state-dict")
     return ConvertedModel(config, tensors, embedding_dtype, tokenizer_bytes, source)
 
 
-def convert_official(src, dst, dtype="f32", overwrite=False, **config_args):
+def convert_official(src, dst, dtype=None, overwrite=False, **config_args):
     """`minigemma.formats.convert.convert` for an official state dict, without a progress bar;
     kept for the callers that name it (tests/models/test_griffin_oracle.py)."""
     from minigemma.formats.convert import convert

@@ -1,116 +1,157 @@
-"""Reading and writing safetensors files, tensor by tensor.
+"""Reading and writing safetensors files with the `safetensors` library (NumPy API).
 
-The format: an 8-byte little-endian header length n, n bytes of JSON
-{name: {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {...}}, then the raw
-little-endian data, offsets counted from the end of the header. We read through a memory map,
-so a tensor is paged in only when it is converted, and check every offset against the file size
-so a truncated download is named as such instead of failing somewhere inside NumPy. bf16 tensors
-come back as float32 (exact).
+The library checks the file's structure: the header length, the JSON and its types, that the
+tensors' byte ranges tile the data exactly (no overlap, gap, negative or shifted offset, nothing
+left over or missing, so a truncated download is caught), each range against its dtype and shape.
+This module adds what the library leaves to its callers: errors that name the file and the
+tensor, and the storage dtype each tensor may have (an F32 tensor relabelled I32 passes the
+library's checks). bf16 comes from `ml_dtypes` and is widened to float32 (exact).
+
+Memory. `safe_open(..., backend="pread")` copies each tensor into process memory as it is read;
+the library gives no zero-copy view (its mmap backend copies too, and keeps the mapped pages
+resident until the file is closed). A reader holds one open handle per file and reads tensor by
+tensor, so a load costs the tensors it keeps, and nothing beyond one tensor in transit.
+
+The library serialises from tensors already in memory. `write_safetensors` produces one tensor
+at a time into a scratch file beside the output, maps that scratch file, and has the library
+serialise from the mapping: peak memory stays one tensor, at the price of writing the data twice.
 """
 import json
-import math
 import os
-import struct
 
+import ml_dtypes
 import numpy as np
+import safetensors
 
-from minigemma.ops.bfloat16 import bf16_bits_to_f32, f32_to_bf16_bits
+from minigemma.formats.files import regular_file
 
-DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "F64": np.float64,
-          "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8,
-          "BOOL": np.bool_}
-MAX_HEADER_BYTES = 100 * 1024 * 1024
+FLOAT_DTYPES = ("F32", "F16", "BF16")  # read back as float32, exactly
+# safetensors dtype code -> NumPy dtype, for what minigemma writes
+NUMPY_DTYPES = {"F32": np.dtype(np.float32), "BF16": np.dtype(ml_dtypes.bfloat16),
+                "F16": np.dtype(np.float16), "U8": np.dtype(np.uint8)}
 
 
 class SafetensorsFile:
     """One .safetensors file opened for reading: names, shapes, dtypes, tensors on demand."""
 
-    def __init__(self, path):
-        self.path = os.fspath(path)
-        size = os.path.getsize(self.path)
-        with open(self.path, "rb") as f:
-            prefix = f.read(8)
-            if len(prefix) < 8:
-                raise ValueError(f"{self.path}: not a safetensors file (only {size} bytes)")
-            (n,) = struct.unpack("<Q", prefix)
-            if n > MAX_HEADER_BYTES or 8 + n > size:
-                raise ValueError(f"{self.path}: truncated or not a safetensors file (header of "
-                                 f"{n} bytes, file of {size} bytes)")
-            try:
-                header = json.loads(f.read(n))
-            except ValueError as e:
-                raise ValueError(f"{self.path}: corrupt safetensors header ({e})") from None
-        self.metadata = header.pop("__metadata__", {}) or {}
-        self.entries = header
-        self.data_start = 8 + n
-        for name, entry in header.items():
-            self._check_entry(name, entry, size)
-
-    def _check_entry(self, name, entry, size):
-        if entry.get("dtype") not in DTYPES:
-            raise ValueError(f"{self.path}: tensor {name!r} has unsupported dtype "
-                             f"{entry.get('dtype')!r}")
-        begin, end = entry["data_offsets"]
-        expected = math.prod(entry["shape"]) * np.dtype(DTYPES[entry["dtype"]]).itemsize
-        if end - begin != expected:
-            raise ValueError(f"{self.path}: tensor {name!r} has {end - begin} bytes, shape "
-                             f"{entry['shape']} {entry['dtype']} needs {expected}")
-        if self.data_start + end > size:
-            raise ValueError(f"{self.path}: file is truncated: tensor {name!r} ends at byte "
-                             f"{self.data_start + end} but the file has {size} bytes")
+    def __init__(self, path, what="safetensors file"):
+        self.path = regular_file(path, what)
+        try:
+            self._file = safetensors.safe_open(self.path, framework="np", backend="pread")
+            self.metadata = dict(self._file.metadata() or {})
+            self._slices = {name: self._file.get_slice(name) for name in self._file.keys()}
+        except safetensors.SafetensorError as e:
+            raise ValueError(f"{self.path}: not a valid safetensors file, or truncated "
+                             f"(safetensors: {e}){_suspects(self.path)}") from None
+        _check_unique_names(self.path)
 
     def names(self):
-        return list(self.entries)
+        return list(self._slices)
 
     def shape(self, name):
-        return tuple(self.entries[name]["shape"])
+        return tuple(self._slices[name].get_shape())
 
     def dtype(self, name):
-        return self.entries[name]["dtype"]
+        """The tensor's storage dtype, as the file names it ("F32", "BF16", "U8", …)."""
+        return self._slices[name].get_dtype()
 
-    def read(self, name, upcast_bf16=True):
-        """The tensor `name` as a NumPy array (bf16 -> float32 unless upcast_bf16=False)."""
-        entry = self.entries[name]
-        begin, end = entry["data_offsets"]
-        dtype = np.dtype(DTYPES[entry["dtype"]]).newbyteorder("<")
-        if end == begin:
-            array = np.zeros(entry["shape"], dtype=dtype)
-        else:
-            array = np.memmap(self.path, dtype=dtype, mode="r", offset=self.data_start + begin,
-                              shape=tuple(entry["shape"]))
-        if entry["dtype"] == "BF16" and upcast_bf16:
-            return bf16_bits_to_f32(array)
-        return np.asarray(array)
+    def read(self, name, dtypes=FLOAT_DTYPES):
+        """The tensor `name` as a NumPy array: float32 for the float dtypes, as stored otherwise.
+        ValueError naming the file and tensor when its storage dtype is not one of `dtypes`."""
+        stored = self.dtype(name)
+        if stored not in dtypes:
+            raise ValueError(f"{self.path}: tensor {name!r} is stored as {stored}; it must be "
+                             f"one of {', '.join(dtypes)}")
+        try:
+            array = self._file.get_tensor(name)
+        except (safetensors.SafetensorError, OSError) as e:
+            raise ValueError(f"{self.path}: cannot read tensor {name!r} ({e})") from None
+        if stored in FLOAT_DTYPES:
+            return array.astype(np.float32, copy=False)
+        return array
 
 
-def _encode(array, dtype):
-    """(safetensors dtype name, bytes-ready array) for writing `array` as `dtype`."""
-    if dtype == "BF16":
-        return f32_to_bf16_bits(array)
-    return np.ascontiguousarray(array, dtype=np.dtype(DTYPES[dtype]).newbyteorder("<"))
+ITEM_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1,
+              "U64": 8, "U32": 4, "U16": 2, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
+
+
+def _suspects(path):
+    """For a message only, after the library has refused the file: the entries of its header
+    whose byte range does not fit their dtype and shape ("" when the header cannot be read or
+    no entry looks wrong)."""
+    try:
+        with open(path, "rb") as f:
+            header = json.loads(f.read(min(int.from_bytes(f.read(8), "little"), 2**26)))
+        wrong = []
+        for name, entry in header.items():
+            if name == "__metadata__":
+                continue
+            begin, end = entry["data_offsets"]
+            size = ITEM_BYTES[entry["dtype"]]
+            for n in entry["shape"]:
+                size *= n
+            if end - begin != size or begin < 0:
+                wrong.append(name)
+    except Exception:  # a header the library refused may be anything: name nothing then
+        return ""
+    return f"; tensors whose bytes do not fit their dtype and shape: {wrong[:5]}" if wrong else ""
+
+
+def _check_unique_names(path):
+    """ValueError when the header names a tensor (or a field of one) twice. The library keeps
+    the last entry; two entries for one name make the file ambiguous, so it is refused. The
+    library has checked the header's length and JSON, so reading it here cannot fail."""
+    with open(path, "rb") as f:
+        header = f.read(int.from_bytes(f.read(8), "little"))
+
+    def unique(pairs):
+        d = dict(pairs)
+        if len(d) < len(pairs):
+            seen = set()
+            twice = next(key for key, _ in pairs if key in seen or seen.add(key))
+            raise ValueError(f"{path}: the safetensors header names {twice!r} twice")
+        return d
+    json.loads(header, object_pairs_hook=unique)
 
 
 def write_safetensors(path, tensors, metadata=None):
-    """Write tensors to `path`, one at a time.
+    """Write tensors to `path`, producing one at a time (see the module docstring).
 
-    `tensors` is a list of (name, shape, dtype, produce) where produce() returns the array; the
-    header is written first from the shapes, then each array is produced, written and dropped,
-    so peak memory is one tensor beyond what the caller holds.
+    `tensors` is a list of (name, shape, dtype, produce): dtype a safetensors code of
+    NUMPY_DTYPES, produce() returning an array of `shape` (floats are rounded to the dtype).
     """
-    header, offset = {}, 0
-    for name, shape, dtype, _ in tensors:
-        nbytes = math.prod(shape) * np.dtype(DTYPES[dtype]).itemsize
-        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
-        offset += nbytes
-    if metadata:
-        header["__metadata__"] = {k: str(v) for k, v in metadata.items()}
-    blob = json.dumps(header, separators=(",", ":")).encode()
-    blob += b" " * (-len(blob) % 8)  # data starts 8-byte aligned
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(blob)))
-        f.write(blob)
-        for name, shape, dtype, produce in tensors:
-            array = _encode(produce(), dtype)
-            if tuple(array.shape) != tuple(shape):
-                raise ValueError(f"tensor {name!r}: produced shape {array.shape}, declared {shape}")
-            array.tofile(f)
+    path = os.fspath(path)
+    scratch = path + ".scratch"
+    layout = []  # (name, dtype, shape, byte offset in the scratch file)
+    offset = 0
+    try:
+        with open(scratch, "wb") as f:
+            for name, shape, dtype, produce in tensors:
+                array = np.ascontiguousarray(produce(), dtype=NUMPY_DTYPES[dtype])
+                if tuple(array.shape) != tuple(shape):
+                    raise ValueError(f"tensor {name!r}: produced shape {array.shape}, declared "
+                                     f"{tuple(shape)}")
+                f.write(array.view(np.uint8).data if array.size else b"")
+                layout.append((name, array.dtype, array.shape, offset))
+                offset += array.nbytes
+                del array
+        staged = np.memmap(scratch, dtype=np.uint8, mode="r") if offset else np.zeros(1, np.uint8)
+        specs = {}
+        for name, dtype, shape, start in layout:
+            nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            specs[name] = safetensors.TensorSpec(
+                dtype=dtype.name, shape=list(shape),
+                data_ptr=staged.ctypes.data + (start if nbytes else 0), data_len=nbytes)
+        safetensors.serialize_file(specs, path, metadata={k: str(v) for k, v in
+                                                          (metadata or {}).items()} or None)
+        del staged
+        os.chmod(path, 0o666 & ~_umask())  # the library creates the file private (0600)
+    finally:
+        if os.path.exists(scratch):
+            os.remove(scratch)
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

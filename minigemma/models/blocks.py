@@ -40,9 +40,9 @@ def attention_block(be, p, prefix, x, positions, layer_cache=None, *, num_heads,
     """
     B, T, _ = x.shape
     N, K, H = num_heads, num_kv_heads, head_dim
-    q = be.linear(x, p[prefix + "q_proj"]).reshape(B, T, N, H)  # [B, T, N, H]
-    k = be.linear(x, p[prefix + "k_proj"]).reshape(B, T, K, H)  # [B, T, K, H]
-    v = be.linear(x, p[prefix + "v_proj"]).reshape(B, T, K, H)
+    q, k, v = be.linear_many(x, [p[prefix + n] for n in ("q_proj", "k_proj", "v_proj")])
+    q = q.reshape(B, T, N, H)  # [B, T, N, H]
+    k, v = k.reshape(B, T, K, H), v.reshape(B, T, K, H)  # [B, T, K, H]
     if qk_norm:
         q = be.rms_norm(q, p[prefix + "q_norm"], rms_eps)
         k = be.rms_norm(k, p[prefix + "k_norm"], rms_eps)
@@ -56,16 +56,22 @@ def attention_block(be, p, prefix, x, positions, layer_cache=None, *, num_heads,
     return dense(be, p, prefix + "o_proj", o.reshape(B, T, N * H), out_bias)  # [B, T, D]
 
 
-def gated_mlp(be, p, prefix, x, bias=False):
+def gated_mlp(be, p, prefix, x, bias=False, approximate="tanh"):
     """The GeGLU feed-forward block: x [B, T, D] -> [B, T, D], hidden width F.
 
         out = (gelu_tanh(x W_gateᵀ + b_gate) ⊙ (x W_upᵀ + b_up)) W_downᵀ + b_down
 
-    Gemma has no biases; RecurrentGemma has all three (`bias`).
+    Gemma has no biases; RecurrentGemma has all three (`bias`). approximate="none" takes the
+    exact GELU instead of the tanh one (a Gemma 2 / 3 config may ask for it).
     """
-    gate = dense(be, p, prefix + "gate_proj", x, bias)  # [B, T, F]
-    up = dense(be, p, prefix + "up_proj", x, bias)  # [B, T, F]
-    return dense(be, p, prefix + "down_proj", be.geglu(gate, up), bias)  # [B, T, D]
+    w_gate, w_up = p[prefix + "gate_proj"], p[prefix + "up_proj"]
+    if bias:
+        gate, up = be.linear_many(x, [w_gate, w_up])  # [B, T, F] each
+        hidden = be.geglu(gate + p[prefix + "gate_proj_bias"], up + p[prefix + "up_proj_bias"],
+                          approximate)
+    else:
+        hidden = be.geglu_linear(x, w_gate, w_up, approximate)  # [B, T, F]
+    return dense(be, p, prefix + "down_proj", hidden, bias)  # [B, T, D]
 
 
 def tied_head(be, h, table, final_norm, eps, cap=None):

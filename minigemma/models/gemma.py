@@ -113,5 +113,7 @@ class Transformer:
             qk_norm=c.qk_norm, rms_eps=c.rms_eps)
 
     def mlp_block(self, i, x):
-        """GeGLU MLP of layer i (no biases): x [B, T, D] -> [B, T, D]."""
-        return blocks.gated_mlp(self.backend, self.params, f"layers.{i}.", x)
+        """GeGLU MLP of layer i (no biases): x [B, T, D] -> [B, T, D], with the tanh GELU or,
+        when the config asks for it, the exact one."""
+        return blocks.gated_mlp(self.backend, self.params, f"layers.{i}.", x,
+                                approximate=self.config.gelu_approximate)

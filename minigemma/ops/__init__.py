@@ -5,10 +5,10 @@ argument:
 
     norms       RMSNorm with Gemma's (1 + w) gain
     embedding   token lookup scaled by √D, rounded to the weight dtype; the tied output head
-    rope        rotary position embedding, half-split layout
+    rope        rotary position embedding, half-split layout; linear and YaRN scaling
     attention   grouped-query attention from positions: causal, sliding window, soft-cap
     softcap     cap · tanh(x / cap)
-    mlp         GeGLU with the tanh GELU
+    mlp         GeGLU with the tanh GELU (or the exact GELU a config asks for)
     conv1d      RecurrentGemma's causal depthwise temporal convolution
     rglru       RecurrentGemma's Real-Gated Linear Recurrent Unit: gates and scan
     bfloat16    bf16 rounding without a bf16 dtype (for the embedding scale)

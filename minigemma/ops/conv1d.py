@@ -41,3 +41,28 @@ def conv1d(x, w, b, state, xp=np):
     for k in range(W):  # tap k reads the input W−1−k steps back
         y = y + w[k] * window[:, k:k + T]
     return y, window[:, T:]  # the last W−1 inputs
+
+
+def conv1d_backward(dy, x, w, b, state, xp=np):
+    """The gradients of conv1d: dy [B, T, L] and the forward's inputs ->
+    (dx [B, T, L], dw [W, L], db [L], dstate [B, W−1, L]), float32.
+
+    With window = [state; x] (W−1+T rows) and y_t = b + Σ_k w[k] ⊙ window[t + k]:
+
+        ∂L/∂w[k]         = Σ_{b, t} dy_t ⊙ window[t + k]
+        ∂L/∂b            = Σ_{b, t} dy_t
+        ∂L/∂window[j]    = Σ_k w[k] ⊙ dy_{j − k}          (0 ≤ j − k < T)
+        dstate, dx       = the first W−1 rows and the last T rows of ∂L/∂window
+
+    The new state the forward returns is taken to carry no gradient (a training sequence ends
+    with the call).
+    """
+    check_conv1d_shapes(x, w, b, state)
+    T, W = x.shape[1], w.shape[0]
+    window = xp.concatenate([state.astype(x.dtype, copy=False), x], axis=1)  # [B, W−1+T, L]
+    d_window = xp.zeros(window.shape, dtype=xp.result_type(dy.dtype, w.dtype))
+    dw = xp.empty(w.shape, dtype=d_window.dtype)
+    for k in range(W):  # tap k read window[t + k] for output t
+        dw[k] = (dy * window[:, k:k + T]).sum(axis=(0, 1))
+        d_window[:, k:k + T] += w[k] * dy
+    return d_window[:, W - 1:], dw, dy.sum(axis=(0, 1)), d_window[:, :W - 1]

@@ -16,3 +16,24 @@ def rms_norm(x, gain, eps=1e-6, xp=np):
     x = x.astype(xp.float32, copy=False)
     mean_square = xp.mean(x * x, axis=-1, keepdims=True)  # [..., 1]
     return x / xp.sqrt(mean_square + xp.float32(eps)) * gain.astype(xp.float32, copy=False)
+
+
+def rms_norm_backward(dy, x, gain, eps=1e-6, xp=np):
+    """The gradients of rms_norm: dy, x [..., D], gain [D] -> (dx [..., D], dgain [D]) float32.
+
+    With r = (mean(x²) + eps)^(−½) per row and y = x · r · g:
+
+        ∂L/∂g = Σ_rows dy ⊙ x · r
+        ∂L/∂x = r · (dy ⊙ g) − x · r³ · mean(dy ⊙ g ⊙ x)        (mean over the last axis)
+
+    g is the stored gain 1 + w; since ∂g/∂w = 1, dgain is also the gradient with respect to
+    Gemma's zero-centred w (HF's parameter).
+    """
+    x = x.astype(xp.float32, copy=False)
+    dy = dy.astype(xp.float32, copy=False)
+    g = gain.astype(xp.float32, copy=False)
+    r = 1 / xp.sqrt(xp.mean(x * x, axis=-1, keepdims=True) + xp.float32(eps))  # [..., 1]
+    dgain = (dy * x * r).reshape(-1, x.shape[-1]).sum(axis=0)  # [D]
+    dyg = dy * g
+    dx = r * dyg - x * (r * r * r) * xp.mean(dyg * x, axis=-1, keepdims=True)
+    return dx, dgain

@@ -119,3 +119,89 @@ def rglru(x, reset, h0, a_param, input_gate_w, input_gate_b, recurrence_gate_w,
     a, gate_x = rglru_gates(x, a_param, input_gate_w, input_gate_b, recurrence_gate_w,
                             recurrence_gate_b, xp)
     return rglru_scan(x, a, gate_x, h0, reset, xp)
+
+
+def block_diagonal_backward(dy, x, w, xp=np):
+    """The gradients of block_diagonal: dy, x [..., L], w [nb, bs, bs] -> (dx [..., L],
+    dw [nb, bs, bs], db [nb, bs]). Per block h, with y_h = x_h W_h + b_h:
+
+        ∂L/∂x_h = dy_h W_hᵀ        ∂L/∂W_h = Σ_rows x_hᵀ dy_h        ∂L/∂b_h = Σ_rows dy_h
+    """
+    nb, bs, _ = w.shape
+    xs = x.reshape(-1, nb, bs).transpose(1, 0, 2)  # [nb, rows, bs]
+    ds = dy.reshape(-1, nb, bs).transpose(1, 0, 2)  # [nb, rows, bs]
+    dx = (ds @ w.transpose(0, 2, 1)).transpose(1, 0, 2).reshape(x.shape)
+    return dx, xs.transpose(0, 2, 1) @ ds, ds.sum(axis=1)
+
+
+def rglru_gates_backward(da, dgate_x, x, a_param, input_gate_w, input_gate_b,
+                         recurrence_gate_w, recurrence_gate_b, xp=np):
+    """The gradients of rglru_gates: da, dgate_x [B, T, L] (the gradients of its two outputs)
+    and its inputs -> (dx [B, T, L], da_param [L], dinput_gate_w, dinput_gate_b,
+    drecurrence_gate_w, drecurrence_gate_b), float32.
+
+    With i = σ(z_i), r = σ(z_r) (z the block-diagonal products), log a = −c · r · softplus(θ):
+
+        ∂L/∂log a = da ⊙ a
+        ∂L/∂z_r   = ∂L/∂log a ⊙ (−c · softplus(θ)) ⊙ r (1 − r)          σ' = σ (1 − σ)
+        ∂L/∂θ     = Σ_{B, T} ∂L/∂log a ⊙ (−c · r) ⊙ σ(θ)                softplus' = σ
+        ∂L/∂z_i   = dgate_x ⊙ i (1 − i)
+        ∂L/∂x     = the block-diagonal backward of both products, added
+    """
+    check_gate_shapes(x, a_param, input_gate_w, input_gate_b, recurrence_gate_w,
+                      recurrence_gate_b)
+    gate_x = sigmoid(block_diagonal(x, input_gate_w, input_gate_b, xp), xp)
+    gate_a = sigmoid(block_diagonal(x, recurrence_gate_w, recurrence_gate_b, xp), xp)
+    base = softplus(a_param, xp)
+    a = xp.exp(xp.float32(-C) * gate_a * base)
+    d_log_a = da * a
+    d_za = d_log_a * (xp.float32(-C) * base) * gate_a * (1 - gate_a)
+    d_a_param = (d_log_a * (xp.float32(-C) * gate_a)).reshape(-1, x.shape[-1]).sum(axis=0)
+    d_a_param = d_a_param * sigmoid(a_param, xp)
+    d_zx = dgate_x * gate_x * (1 - gate_x)
+    dx_i, dw_i, db_i = block_diagonal_backward(d_zx, x, input_gate_w, xp)
+    dx_r, dw_r, db_r = block_diagonal_backward(d_za, x, recurrence_gate_w, xp)
+    return dx_i + dx_r, d_a_param, dw_i, db_i, dw_r, db_r
+
+
+SQRT_MAX_SLOPE = 1000.0  # the references' bound on d√s/ds in the backward pass
+
+
+def rglru_scan_backward(dy, x, a, gate_x, h0, reset, dh_last=None, y=None, xp=np):
+    """The gradients of rglru_scan: dy [B, T, L] (and dh_last [B, L] of the final state, or
+    None for 0) and the forward's inputs -> (dx, da, dgate_x [B, T, L], dh0 [B, L]), float32.
+
+    With a'_t = a_t, n_t = √(1 − a_t²) (a'_t = 0, n_t = 1 where reset), u_t = n_t · gate_x_t · x_t
+    and h_t = a'_t h_{t−1} + u_t, a reverse scan carries δ_t = ∂L/∂h_t:
+
+        δ_t = dy_t + a'_{t+1} δ_{t+1}         (δ_T = dy_T + dh_last)
+        ∂L/∂x_t = δ_t n_t gate_x_t          ∂L/∂gate_x_t = δ_t n_t x_t
+        ∂L/∂a_t = δ_t h_{t−1} − δ_t gate_x_t x_t · a_t / n_t     (0 where reset)
+        ∂L/∂h_0 = a'_1 δ_1
+
+    As in the official code and HF (`SqrtBoundDerivative`), the slope of n = √(1 − a²) is
+    bounded: d√s/ds = 1 / (2√s) is taken at most SQRT_MAX_SLOPE = 1000, which makes
+    a_t / n_t into a_t / max(n_t, 1/2000). Where a_t rounds to 1 (n_t = 0) the gradient stays
+    finite. The states h_t are the forward's output y, recomputed when not given.
+    """
+    check_scan_shapes(x, a, gate_x, h0, reset)
+    B, T, L = x.shape
+    if y is None:
+        y, _ = rglru_scan(x, a, gate_x, h0, reset, xp)
+    reset = xp.asarray(reset, dtype=bool)[:, :, None]  # [B, T, 1]
+    norm = xp.where(reset, xp.float32(1.0), xp.sqrt(1 - a * a))  # n_t
+    decay = xp.where(reset, xp.float32(0.0), a)  # a'_t
+    bounded = xp.maximum(norm, xp.float32(0.5 / SQRT_MAX_SLOPE))
+    d_norm_da = xp.where(reset, xp.float32(0.0), -a / bounded)  # dn/da, slope bounded
+    gx = gate_x * x
+    delta = xp.zeros((B, L), dtype=xp.float32) if dh_last is None else dh_last.astype(xp.float32)
+    dx, da, dgate_x = (xp.empty((B, T, L), dtype=xp.float32) for _ in range(3))
+    for t in range(T - 1, -1, -1):
+        delta = delta + dy[:, t]
+        h_prev = y[:, t - 1] if t > 0 else h0.astype(xp.float32)
+        dx[:, t] = delta * norm[:, t] * gate_x[:, t]
+        dgate_x[:, t] = delta * norm[:, t] * x[:, t]
+        da[:, t] = xp.where(reset[:, t], xp.float32(0.0), delta * h_prev) + \
+            delta * gx[:, t] * d_norm_da[:, t]
+        delta = decay[:, t] * delta
+    return dx, da, dgate_x, delta

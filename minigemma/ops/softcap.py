@@ -13,3 +13,12 @@ def softcap(x, cap, xp=np):
     """x any shape float32, cap > 0 -> same shape, values in (−cap, cap)."""
     cap = xp.float32(cap)
     return cap * xp.tanh(x / cap)
+
+
+def softcap_backward(dy, x, cap, xp=np):
+    """The gradient of softcap: dy, x any shape float32 -> dx = dy · (1 − tanh²(x / cap)).
+
+    d/dx [cap · tanh(x / cap)] = 1 − tanh²(x / cap): 1 at x = 0, vanishing as |x| ≫ cap.
+    """
+    t = xp.tanh(x / xp.float32(cap))
+    return dy * (1 - t * t)

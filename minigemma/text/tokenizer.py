@@ -32,10 +32,13 @@ from pathlib import Path
 import numpy as np
 import sentencepiece as spm
 
-from minigemma.formats.gguf.reader import open_gguf
+from minigemma.formats.files import read_bytes
+from minigemma.formats.gguf.reader import open_gguf, source_name
 
 # The GGUF vocabulary -> ModelProto code lives with the format, beside SentencePiece's piece types.
 from minigemma.formats.gguf.vocabulary import SPACE, proto_from_gguf
+
+MODEL_LIMIT = 256 * 1024 * 1024  # a tokenizer.model larger than this is not one (Gemma's: 4.7 MB)
 
 
 class Tokenizer:
@@ -70,8 +73,7 @@ class Tokenizer:
         try:
             return cls(proto_from_gguf(reader))
         except ValueError as err:
-            name = "GGUF" if reader is path_or_reader else path_or_reader
-            raise ValueError(f"{name}: {err}") from None
+            raise ValueError(f"{source_name(reader)}: {err}") from None
 
     @classmethod
     def from_file(cls, path) -> "Tokenizer":
@@ -79,7 +81,7 @@ class Tokenizer:
         path = Path(path)
         if path.is_dir():
             path = path / "tokenizer.model"
-        data = path.read_bytes()
+        data = read_bytes(path, "tokenizer.model", MODEL_LIMIT)
         if data[:4] == b"GGUF":
             raise ValueError(f"{path} is a GGUF file, not a tokenizer.model; use Tokenizer.from_gguf")
         return cls.from_bytes(data, name=str(path))
@@ -142,6 +144,7 @@ class Tokenizer:
 
     def piece_to_id(self, piece: str) -> int:
         """Id of a vocabulary entry spelled as SentencePiece does ("▁hello", "<0x41>", "<bos>")."""
+        _check_text(piece)
         token_id = self._sp.piece_to_id(piece)
         if self._sp.id_to_piece(token_id) != piece:  # SentencePiece answers unk_id for unknown pieces
             raise ValueError(f"{piece!r} is not a piece of this vocabulary")
@@ -150,6 +153,7 @@ class Tokenizer:
     def token_id(self, text: str) -> int:
         """Id of the one token `text` stands for: a special token ("<end_of_turn>", "<bos>") or any
         text that is a single token ("<start_of_image>", "\\n", "  ", "hello")."""
+        _check_text(text)
         if text in self._special_ids:
             return self._special_ids[text]
         ids = self._sp.encode_as_ids(text)
@@ -162,6 +166,8 @@ class Tokenizer:
         return bool(self._is_special[self._check_id(token_id)])
 
     def _check_id(self, token_id) -> int:
+        if isinstance(token_id, (bool, np.bool_)) or not isinstance(token_id, (int, np.integer)):
+            raise TypeError(f"a token id is an integer, got {token_id!r}")
         token_id = int(token_id)
         if not 0 <= token_id < self.vocab_size:
             raise ValueError(f"token id {token_id} is outside the vocabulary (size {self.vocab_size})")
@@ -176,6 +182,7 @@ class Tokenizer:
         parse_special=True: the text of CONTROL/UNKNOWN pieces ("<start_of_turn>", "<bos>"...)
         becomes their id, the text around them is encoded as usual (HF's default behaviour).
         """
+        _check_text(text)
         ids = [self.bos_id] if add_bos and self.bos_id >= 0 else []
         if not parse_special or self._special_re is None:
             return ids + self._sp.encode_as_ids(text)
@@ -234,6 +241,22 @@ class StreamDecoder:
 # ---------------------------------------------------------------------- helpers for Tokenizer
 
 
+_BYTE_PIECE = re.compile(r"<0x[0-9A-Fa-f]{2}>")
+
+
+def _check_text(text) -> None:
+    """TypeError unless `text` is a str, ValueError unless UTF-8 can encode it (a lone
+    surrogate, as from undecodable command-line bytes, cannot be: SentencePiece would fail)."""
+    if not isinstance(text, str):
+        raise TypeError(f"text to encode must be a str, got {type(text).__name__}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(f"the text holds {text[e.start:e.end]!r} at position {e.start}, which "
+                         f"is not a character (a lone surrogate, e.g. from bytes that are not "
+                         f"UTF-8)") from None
+
+
 def _load_processor(serialized: bytes) -> spm.SentencePieceProcessor:
     """A SentencePieceProcessor for a serialized ModelProto; ValueError if it is not one."""
     if not serialized:
@@ -251,7 +274,7 @@ def _load_processor(serialized: bytes) -> spm.SentencePieceProcessor:
 def _piece_bytes(sp: spm.SentencePieceProcessor, i: int, piece: str) -> bytes:
     """What id `i` contributes to decoded text: a byte for byte pieces, nothing for CONTROL /
     UNKNOWN pieces, otherwise the piece with "▁" turned back into a space."""
-    if sp.is_byte(i):
+    if sp.is_byte(i) and _BYTE_PIECE.fullmatch(piece):
         return bytes([int(piece[3:5], 16)])  # "<0xE2>" -> b"\xe2"
     if sp.is_control(i) or sp.is_unknown(i):
         return b""

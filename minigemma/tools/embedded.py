@@ -6,7 +6,6 @@ the cache folder, and delete the assembled copy; later calls reuse the converted
 
 Cache folder: $MINIGEMMA_HOME, or ~/.cache/minigemma when that is unset.
 """
-import json
 import os
 import shutil
 import sys
@@ -29,36 +28,41 @@ def _package():
 
 
 def _is_complete(folder, sha256):
-    """True when `folder` holds this GGUF's conversion and this version of minigemma reads its
-    config (a cache written by another version is converted again, not loaded half-understood)."""
-    from minigemma.formats.native import config_class, read_meta
+    """The folder is a whole checkpoint (every file it lists, at its size: `read_meta`) of the
+    GGUF whose sha256 is `sha256`."""
+    from minigemma.formats.native import read_meta
     try:
-        with open(os.path.join(folder, "config.json")) as f:
-            if json.load(f).get("source_sha256") != sha256:
-                return False
         meta = read_meta(folder)
-        config_class(meta.get("architecture")).from_dict(meta["config"])
-        return os.path.isfile(os.path.join(folder, "model.safetensors"))
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError):
         return False
+    return meta.get("source_sha256") == sha256 and "files" in meta
+
+
+def converted_once(name, sha256, convert_into):
+    """The folder cache_home()/name converted from a source whose content has this sha256:
+    reused while it is whole and records that sha256, else built by convert_into(folder,
+    extra_meta) (which must pass extra_meta, the sha256, to `convert`)."""
+    folder = os.path.join(cache_home(), name)
+    if _is_complete(folder, sha256):
+        return folder
+    os.makedirs(os.path.dirname(folder), exist_ok=True)
+    convert_into(folder, {"source_sha256": sha256})
+    return folder
 
 
 def default_model_path(progress=True):
     """The converted embedded model's folder, building it on first use."""
     from minigemma.formats.convert import convert
     package = _package()
-    folder = os.path.join(cache_home(), DEFAULT_NAME)
-    if _is_complete(folder, package.EXPECTED_SHA256):
-        return folder
-    os.makedirs(cache_home(), exist_ok=True)
-    gguf_path = os.path.join(cache_home(), package.MODEL_NAME)
-    if progress:
-        print(f"minigemma: preparing the embedded model in {folder} (once)", file=sys.stderr)
-    package.assemble(gguf_path)  # raises if the sha256 does not match
-    convert(gguf_path, folder, progress=progress, overwrite=True,
-            extra_meta={"source_sha256": package.EXPECTED_SHA256})
-    os.remove(gguf_path)
-    return folder
+
+    def build(folder, extra_meta):
+        gguf_path = os.path.join(cache_home(), package.MODEL_NAME)
+        if progress:
+            print(f"minigemma: preparing the embedded model in {folder} (once)", file=sys.stderr)
+        package.assemble(gguf_path)  # raises if the sha256 does not match
+        convert(gguf_path, folder, progress=progress, overwrite=True, extra_meta=extra_meta)
+        os.remove(gguf_path)
+    return converted_once(DEFAULT_NAME, package.EXPECTED_SHA256, build)
 
 
 def remove_cached_model():

@@ -15,6 +15,7 @@ take V floats per token (1 MiB for Gemma's 262 144 ids), so we keep k sampled id
                               --temperature T] --out FILE.npz
     minigemma distill capture --on-policy --prompts FILE [--max-new-tokens N] [--policy DIR] ...
     minigemma distill score --student DIR --targets FILE.npz
+    minigemma distill train --targets FILE.npz --out RUN [...]   (minigemma.training.commands)
 
 The targets file (np.savez; no pickles, loaded with allow_pickle=False):
 
@@ -38,12 +39,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm import tqdm
 
-from minigemma.training.losses import (
-    WEIGHTINGS,
-    SparseTeacher,
-    sample_teacher,
-    sparse_distillation_loss,
-)
+from minigemma.training import kernels
+from minigemma.training.losses import WEIGHTINGS, SparseTeacher, sparse_distillation_loss
 
 FILE_FORMAT = "minigemma-distill-targets"
 FILE_VERSION = 1
@@ -173,7 +170,8 @@ def capture_text(model, text, context, k, seed, temperature=1.0, weighting="freq
                  progress=True):
     """Teacher targets over `text`, split into windows of `context` tokens (each BOS first).
 
-    Window w's targets are sample_teacher(model.logits(window), k, seed=(seed, w), temperature).
+    Window w's targets are sample_teacher(model.logits(window), k, seed=(seed, w), temperature),
+    drawn by the model's backend (`minigemma.training.kernels.sample_teacher`).
     Returns DistillTargets; every position of every window carries a target.
     """
     windows = text_windows(_require_tokenizer(model, "capturing targets over text"), text, context)
@@ -182,7 +180,8 @@ def capture_text(model, text, context, k, seed, temperature=1.0, weighting="freq
                          f"{model.config.max_position} tokens")
     sequences = []
     for w, ids in enumerate(tqdm(windows, desc="teacher", unit="window", disable=not progress)):
-        sparse = sample_teacher(model.logits(ids), k, (seed, w), temperature, weighting)
+        sparse = kernels.sample_teacher(model.backend, model.logits(ids), k, (seed, w),
+                                        temperature, weighting)
         sequences.append((ids, 0, sparse))
     meta = _capture_meta(model, "text", k, seed, temperature, weighting, context=context)
     return DistillTargets.from_sequences(sequences, model.config.vocab_size, meta)
@@ -223,8 +222,8 @@ def capture_on_policy(model, prompts, max_new_tokens, k, seed, temperature=1.0,
                              f"teacher's context is {model.config.max_position}")
         first = len(prompt_ids) - 1
         logits = model.logits(ids)[first:]  # [L − first, V]
-        sequences.append((ids, first, sample_teacher(logits, k, (seed, i), temperature,
-                                                     weighting)))
+        sequences.append((ids, first, kernels.sample_teacher(model.backend, logits, k, (seed, i),
+                                                             temperature, weighting)))
     meta = _capture_meta(model, "on-policy", k, seed, temperature, weighting,
                          policy=str(policy.path), max_new_tokens=max_new_tokens,
                          sample_temperature=sample_temperature)
@@ -262,7 +261,7 @@ def score(student, targets, progress=True):
                         targets.teacher.dense_nbytes, temperature)
 
 
-# Command line: minigemma distill capture|score
+# Command line: minigemma distill capture|score (and train, from minigemma.training.train)
 
 def _read_text(path):
     with open(path, encoding="utf-8") as f:
@@ -302,7 +301,7 @@ def _score_cli(args):
 
 
 def register_cli(subparsers):
-    """Add `minigemma distill capture|score` to the CLI's subparsers."""
+    """Add `minigemma distill capture|score|train` to the CLI's subparsers."""
     p = subparsers.add_parser("distill", help="capture sparse teacher targets; score students")
     sub = p.add_subparsers(dest="distill_command", required=True)
     c = sub.add_parser("capture", help="run a teacher and save k sampled targets per token")
@@ -331,3 +330,5 @@ def register_cli(subparsers):
     s.add_argument("--targets", required=True, metavar="FILE.npz")
     s.add_argument("--backend", default="numpy")
     s.set_defaults(run=_score_cli)
+    from minigemma.training.commands import register_distill_train
+    register_distill_train(sub)  # `distill train`: minigemma.training.commands

@@ -46,6 +46,63 @@ def test_linear_on_float_weights(backend, rows, cols, lead, seed):
     assert_close(backend, got, REF.linear(x, REF.prepare_weight(w)))
 
 
+@given(st.lists(st.tuples(st.sampled_from(KINDS + ["float32"]), st.integers(1, 70)),
+                min_size=1, max_size=5), st.integers(1, 3),
+       st.sampled_from([(1,), (2,), (1, 3), (7,), (8,), (2, 9)]), seeds)
+def test_linear_many_is_one_linear_per_weight(backend, weights, n_blocks, lead, seed):
+    """q, k, v (or gate, up) in one call: each output is the reference's x @ W_iᵀ, whatever the
+    mix of storage kinds (a checkpoint may store v in another kind than q and k) and however
+    many weights (more than one kernel takes are run in groups)."""
+    rng = np.random.default_rng(seed)
+    width = n_blocks * 256  # a multiple of every block length
+    ws = [rand(rng, rows, width) if kind == "float32"
+          else random_blocks(kind, rows, width // BLOCK_FORMATS[kind].block_elems, rng)
+          for kind, rows in weights]
+    x = rand(rng, *lead, width)
+    got = backend.linear_many(backend.asarray(x), [backend.prepare_weight(w) for w in ws])
+    assert isinstance(got, tuple) and len(got) == len(ws)
+    for y, w in zip(got, ws):
+        kind = "float32" if isinstance(w, np.ndarray) else "quantized"
+        assert_close(backend, y, REF.linear(x, REF.prepare_weight(w)), kind)
+
+
+@given(st.sampled_from(KINDS + ["float32"]), st.sampled_from(KINDS + ["float32"]),
+       st.integers(1, 70), st.integers(1, 2), st.sampled_from([(1,), (2,), (1, 3), (9,)]),
+       st.sampled_from(["tanh", "none"]), seeds)
+def test_geglu_linear_is_the_geglu_of_the_two_products(backend, gate_kind, up_kind, F, n_blocks,
+                                                       lead, approximate, seed):
+    rng = np.random.default_rng(seed)
+    width = n_blocks * 256
+    w_gate, w_up = (rand(rng, F, width) if kind == "float32"
+                    else random_blocks(kind, F, width // BLOCK_FORMATS[kind].block_elems, rng)
+                    for kind in (gate_kind, up_kind))
+    x = rand(rng, *lead, width, scale=0.3)  # products of order 1: the GELU's curved part
+    expected = REF.geglu_linear(x, REF.prepare_weight(w_gate), REF.prepare_weight(w_up),
+                                approximate)
+    got = backend.geglu_linear(backend.asarray(x), backend.prepare_weight(w_gate),
+                               backend.prepare_weight(w_up), approximate)
+    quantized = "float32" not in (gate_kind, up_kind)
+    assert_close(backend, got, expected, "quantized" if quantized else "float32")
+
+
+def test_geglu_linear_rejects_bad_arguments(backend):
+    rng = np.random.default_rng(0)
+    w = backend.prepare_weight(random_blocks("q8_0", 4, 2, rng))
+    other = backend.prepare_weight(random_blocks("q8_0", 5, 2, rng))
+    x = backend.asarray(np.ones((1, 64), np.float32))
+    with pytest.raises(ValueError, match="differ in shape"):
+        backend.geglu_linear(x, w, other)
+    with pytest.raises(ValueError, match="approximate"):
+        backend.geglu_linear(x, w, w, "sigmoid")
+
+
+def test_linear_many_checks_every_weight(backend):
+    ws = [backend.prepare_weight(random_blocks("q8_0", 4, n, np.random.default_rng(0)))
+          for n in (2, 1)]
+    with pytest.raises(ValueError):
+        backend.linear_many(backend.asarray(np.ones((1, 64), np.float32)), ws)
+
+
 @given(st.sampled_from(KINDS + ["float32"]), st.integers(1, 40), st.integers(1, 2),
        st.integers(1, 3), st.integers(1, 6), st.floats(0.5, 50.0), seeds)
 def test_embed_looks_up_rows_of_any_storage(backend, kind, vocab, n_blocks, B, T, scale, seed):

@@ -14,9 +14,9 @@ from minigemma.backends import backend_class, base
 from minigemma.backends.base import Backend
 from minigemma.backends.reference import NumpyBackend, delegate_to_reference
 
-OPS = {"asarray", "to_numpy", "prepare_weight", "linear", "embed", "rms_norm", "rope",
-       "attention", "geglu", "softcap", "conv1d", "rglru_gates", "rglru_scan",
-       "distill_loss_and_grad"}
+OPS = {"asarray", "to_numpy", "prepare_weight", "linear", "linear_many", "geglu_linear", "embed",
+       "rms_norm", "rope", "attention", "geglu", "softcap", "conv1d", "rglru_gates",
+       "rglru_scan", "distill_loss_and_grad"}
 NAMES = list(minigemma.available_backends())
 
 

@@ -72,15 +72,25 @@ def test_serial_and_parallel_kernels_agree(nb):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((5, 256)).astype(np.float32)
     xs = np.empty((5, 8), np.float32)
-    L.block_sums(x, xs)
+    L.block_sums(x, 32, xs)
     q = rng.standard_normal((2, 9, 4, 16)).astype(np.float32)
     kv = rng.standard_normal((2, 9, 2, 16)).astype(np.float32)
     pos = np.tile(np.arange(9), (2, 1))
     x3 = x.reshape(5, 4, 64)
     w = nb.prepare_weight(random_blocks("q4_k", 6, 1, rng))
+    ws = [w, nb.prepare_weight(random_blocks("q6_k", 9, 1, rng)),
+          nb.prepare_weight(random_blocks("q8_0", 4, 8, rng))]
+    plan = L.MatvecPlan(ws, threads=2)
+    pair = [w, nb.prepare_weight(random_blocks("q4_0", 6, 8, rng))]
+    paired = L.MatvecPlan(pair, threads=2, paired=True)
     calls = {
-        "matvec": (L.matvec, lambda: (w.blocks, Bk.KIND_CODES["q4_k"], x, xs, Bk.F16_TO_F32,
-                                      L.LANES, np.empty((5, 6), np.float32))),
+        "matvec": (L.matvec, lambda: (tuple(v.blocks for v in ws), plan.kinds, plan.jobs, x,
+                                      xs, Bk.F16_TO_F32, L.LANES,
+                                      tuple(np.empty((5, n), np.float32) for n in (6, 9, 4)))),
+        "matvec_geglu": (L.matvec_geglu, lambda: (pair[0].blocks, pair[1].blocks, paired.kinds,
+                                                  paired.jobs, x, xs, Bk.F16_TO_F32, L.LANES,
+                                                  False,
+                                                  *(np.empty((5, 6), np.float32) for _ in "guo"))),
         "dequantize_rows": (Bk.dequantize_rows, lambda: (w.blocks, Bk.KIND_CODES["q4_k"],
                                                          np.arange(6), 1.5, Bk.F16_TO_F32,
                                                          np.empty((6, 256), np.float32))),
@@ -104,7 +114,9 @@ def test_serial_and_parallel_kernels_agree(nb):
         kernel(*a, parallel=True)
         kernel(*b, parallel=False)
         exact = name in ("dequantize_rows", "rope", "geglu", "softcap", "conv1d", "rglru_scan")
-        for u, v in zip(a, b):
+        pairs = [(u, v) for u, v in zip(a, b) if not isinstance(u, tuple)]
+        pairs += [pair for u, v in zip(a, b) if isinstance(u, tuple) for pair in zip(u, v)]
+        for u, v in pairs:
             if isinstance(u, np.ndarray) and exact:
                 np.testing.assert_array_equal(u, v, err_msg=name)
             elif isinstance(u, np.ndarray):
@@ -132,19 +144,21 @@ def test_gemm_tiles_and_query_chunks_give_the_same_results(nb, monkeypatch):
 
 def test_real_model_keeps_its_blocks_and_compiles_nothing_new(nb, real_model):
     """No float32 copy of any block weight: the 262144 × 640 embedding stays Q8_0 (178 MB, not
-    671 MB), used in place from the checkpoint's memory map; q5_0 matrices become the q8_0
-    blocks of the same values (34/22 of their bytes). A generation adds no signature."""
+    671 MB), used in place; q5_0 matrices become the q8_0 blocks of the same values (34/22 of
+    their bytes) and q6_k ones the i8_16 rows of the same values (1.5× their bytes). A
+    generation adds no signature."""
     import minigemma
+    from minigemma.backends.numba.blocks import KernelWeight
     before = signature_counts(nb)
     model = minigemma.load(real_model.path, backend=nb)
     params = model.network.params
     embedding = params["embedding"]
     assert isinstance(embedding, QuantizedWeight) and embedding.kind == "q8_0"
     assert embedding.blocks.dtype == np.uint8 and not embedding.blocks.flags.writeable
-    quantized = [p for p in params.values() if isinstance(p, QuantizedWeight)]
+    quantized = [p for p in params.values() if isinstance(p, (QuantizedWeight, KernelWeight))]
     assert len(quantized) == sum(p.ndim == 2 for p in real_model.network.params.values())
-    assert {p.kind for p in quantized} == {"q8_0", "q4_k", "q6_k"}
-    total = sum(p.nbytes for p in params.values())
+    assert {p.kind for p in quantized} == {"q8_0", "q4_k", "i8_16"}
+    total = sum(p.blocks.nbytes if hasattr(p, "blocks") else p.nbytes for p in params.values())
     assert total < 300e6, f"{total / 1e6:.0f} MB of weights (float32: 1070 MB)"
     greedy(model, model.tokenizer.encode("Hello there"), 6)
     assert signature_counts(nb) == before

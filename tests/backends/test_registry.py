@@ -27,6 +27,22 @@ def test_unknown_and_unavailable_backends_raise_clear_errors():
                 minigemma.get_backend(name)
 
 
+def test_auto_is_the_fastest_backend_that_works_here():
+    """CuPy on a working GPU, else Numba, else NumPy: load() and the CLI default to it."""
+    import inspect
+
+    from minigemma.backends import AUTO_ORDER, auto_backend_name
+    from minigemma.tools.cli import build_parser
+    status = minigemma.available_backends()
+    assert AUTO_ORDER == ("cupy", "numba", "numpy")
+    expected = next(name for name in AUTO_ORDER if status[name] is None)
+    assert auto_backend_name() == expected
+    assert minigemma.get_backend("auto") is minigemma.get_backend(expected)
+    assert inspect.signature(minigemma.load).parameters["backend"].default == "auto"
+    args = build_parser().parse_args(["generate", "--prompt", "hi"])
+    assert args.backend == "auto"
+
+
 def test_import_minigemma_imports_neither_numba_nor_cupy():
     code = ("import sys, minigemma; minigemma.available_backends.__name__; "
             "print(sorted(m for m in ('numba', 'cupy') if m in sys.modules))")
@@ -61,15 +77,3 @@ def test_every_preset_builds_and_layer_patterns_follow_the_spec():
             < decode_state_bytes(preset("gemma-2b"), 10_000))
     with pytest.raises(ValueError, match="unknown preset"):
         preset("gemma5")
-
-
-def test_auto_takes_the_first_backend_that_works(monkeypatch):
-    import minigemma.backends as registry
-    reasons = {"cupy": "no CUDA device", "numba": None, "numpy": None}
-    monkeypatch.setattr(registry, "_unavailable_reason", lambda name: reasons[name])
-    monkeypatch.setattr(registry, "_instances", {})
-    assert registry.get_backend("auto").name == "numba"
-    reasons.update(cupy=None)
-    assert registry.AUTO_ORDER[0] == "cupy"
-    reasons.update(cupy="no CUDA device", numba="Numba is not installed")
-    assert registry.get_backend("auto").name == "numpy"

@@ -18,6 +18,7 @@ from minigemma.formats.gguf.reader import (
     read_gguf_hparams,
     semantic_name,
 )
+from minigemma.models.config import RopeScaling
 
 # --- the real file ---------------------------------------------------------------------------
 
@@ -52,7 +53,8 @@ SPEC_HPARAMS = {
     "sliding_window": 512,
     "rope_base_global": 1e6,
     "rope_base_local": 10_000.0,
-    "rope_scale_global": 1.0,
+    "rope_scaling_global": None,
+    "rope_scaling_local": None,
     "query_pre_attn_scalar": 256.0,
     "attn_softcap": None,
     "final_softcap": None,
@@ -224,7 +226,8 @@ def test_gemma1_hparams_and_gemma3_rope_scaling(tmp_path):
     hp3 = read_gguf_hparams(write_gguf(tmp_path / "g3.gguf", "gemma3", layers=6, extra={
         "add_sliding_window": 1024, "add_rope_freq_base": 1e6,
         "add_rope_scaling_type": gguf.RopeScalingType.LINEAR, "add_rope_scaling_factor": 8.0}))
-    assert hp3["rope_scale_global"] == 8.0 and hp3["rope_base_local"] == 10_000.0
+    assert hp3["rope_scaling_global"] == RopeScaling("linear", 8.0)
+    assert hp3["rope_scaling_local"] is None and hp3["rope_base_local"] == 10_000.0
     assert hp3["rope_base_global"] == 1e6
 
 

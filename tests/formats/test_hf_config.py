@@ -44,8 +44,13 @@ def test_a_file_that_leaves_out_family_traits_gets_the_family_defaults():
 
 
 def test_gemma3_without_a_window_is_all_global():
+    """All-global layer types need no window. Without layer types HF's rule makes sliding
+    layers, which HF cannot run without a window: refused, as HF refuses it."""
     hf = transformers.Gemma3TextConfig(num_hidden_layers=4).to_dict()
-    hf.pop("layer_types")
+    hf["layer_types"] = ["full_attention"] * 4
     hf["sliding_window"] = None
     config = config_from_hf(hf)
     assert config.layer_types == ("global",) * 4 and config.sliding_window is None
+    hf.pop("layer_types")
+    with pytest.raises(ValueError, match="sliding_window is null"):
+        config_from_hf(hf)

@@ -134,6 +134,10 @@ class CupyBackend(Backend):
 
     _linear_float32 = delegate_to_reference(
         "linear", "a float32 weight is one cuBLAS GEMM on the flattened rows")
+    linear_many = delegate_to_reference(
+        "linear_many", "one linear per weight; each is already one kernel launch or GEMM")
+    geglu_linear = delegate_to_reference(
+        "geglu_linear", "the two products, then the fused GeGLU kernel: three launches")
 
     def embed(self, table, ids, scale):
         if not isinstance(table, BlockWeight):
@@ -173,8 +177,14 @@ class CupyBackend(Backend):
             self._inv_freq[key] = self.asarray(np.ascontiguousarray(theta, dtype=np.float32))
         return self._inv_freq[key]
 
-    def geglu(self, gate, up):
+    def geglu(self, gate, up, approximate="tanh"):
+        if approximate != "tanh":  # the exact GELU: the reference's erfc on CuPy arrays
+            return self._geglu_reference(gate, up, approximate)
         return self.launches.geglu(gate, up)
+
+    _geglu_reference = delegate_to_reference(
+        "geglu", "elementwise.cu has the tanh GELU of every released Gemma; the exact GELU a "
+        "config may ask for runs as the reference's CuPy array operations")
 
     def softcap(self, x, cap):
         return self.launches.softcap(x, float(cap))

@@ -8,6 +8,7 @@ reference. fp16 scales are read through a 65536-entry table (`F16_TO_F32`, as gg
 
     dequantize_rows(blocks, kind, rows, scale, f16, out)   out[r] = decode(blocks[rows[r]]) · scale
     widen_q5_0(w)                                          q5_0 -> q8_0, value for value
+    widen_q6_k(w)                                          q6_k -> i8_16, value for value
 
 `dequantize_rows` serves the embedding lookup (only the looked-up rows are decoded) and the row
 tiles that `linear_numba` hands to BLAS for prefill.
@@ -17,16 +18,40 @@ exactly with the same fp16 d. The q8_0 dot product is one sign-extend, convert a
 weight; q5_0's also splices a fifth bit out of a 32-bit mask, which made its matvec compute-bound
 at half the q8_0 speed per block. Widening costs 34/22 of those tensors' bytes (Gemma 3 270M
 Q4_K_M: 43 → 67 MB, +24 MB resident) and bought 70 → 83 tok/s of decode.
+
+Why widen q6_k: its matvec unpacks 6-bit values from two bytes and applies 16 scales per 256
+elements, 3.8 G weights/s on one core; "i8_16", the same values as int8 with the float32
+products d·scale (exact: 11 × 8 bits) per 16, runs at 8.0 (Gemma 3 270M down_proj, 1 thread).
+It costs 1.25 against 0.82 bytes per weight (+5 MB here); with two cores the matvec is then
+memory-bound, not compute-bound: 172 -> 91 µs per 640 × 2048 matrix.
+
+    i8_16 row of I elements: float32 scale[I/16] | int8 q[I]; value j = scale[j / 16] · q[j]
 """
+from dataclasses import dataclass
+
 import numpy as np
 from numba import njit
 
 from minigemma.backends.numba.jit import kernel
 
 # Kind codes of the kinds the kernels read (a string cannot select a branch in compiled code).
-# q5_0 is widened to q8_0 at load (`widen_q5_0`) and never reaches a kernel.
-KIND_CODES = {"q8_0": 0, "q4_0": 1, "q4_k": 2, "q6_k": 3}
-Q8_0, Q4_0, Q4_K, Q6_K = range(4)
+# q5_0 is widened to q8_0 at load (`widen_q5_0`) and never reaches a kernel; q6_k is widened to
+# i8_16 (`widen_q6_k`), a layout only these kernels read.
+KIND_CODES = {"q8_0": 0, "q4_0": 1, "q4_k": 2, "i8_16": 3}
+Q8_0, Q4_0, Q4_K, I8_16 = range(4)
+
+
+@dataclass
+class KernelWeight:
+    """A matrix of logical shape (O, I) in a layout of the Numba kernels' own (kind "i8_16"),
+    uint8 blocks [O, row_bytes]; the backend treats it as it treats a QuantizedWeight."""
+    kind: str
+    blocks: np.ndarray
+    shape: tuple
+
+    @property
+    def nbytes(self):
+        return self.blocks.nbytes
 
 F16_TO_F32 = np.arange(65536, dtype=np.uint16).view(np.float16).astype(np.float32)  # exact
 
@@ -45,13 +70,19 @@ def signed8(byte):
 
 @njit(inline="always")
 def q4_k_scale_min(row, off, s):
-    """Sub-block s (0..7) of the q4_k super-block at `off`: its 6-bit (scale, min)."""
+    """Sub-block s (0..7) of the q4_k super-block at `off`: its 6-bit (scale, min), int32.
+
+    Every bit operation is cast back to int32: Numba widens them to int64, which is exact but
+    made the matvec unpack its scales with 64-bit instructions.
+    """
     packed = off + 4
+    m6, m4 = np.int32(63), np.int32(15)
     if s < 4:
-        return np.int32(row[packed + s]) & 63, np.int32(row[packed + s + 4]) & 63
+        return (np.int32(np.int32(row[packed + s]) & m6),
+                np.int32(np.int32(row[packed + s + 4]) & m6))
     lo = np.int32(row[packed + s + 4])
-    sc = (lo & 0x0F) | ((np.int32(row[packed + s - 4]) >> 6) << 4)
-    m = (lo >> 4) | ((np.int32(row[packed + s]) >> 6) << 4)
+    sc = np.int32(np.int32(lo & m4) | np.int32(np.int32(np.int32(row[packed + s - 4]) >> 6) << 4))
+    m = np.int32(np.int32(lo >> 4) | np.int32(np.int32(np.int32(row[packed + s]) >> 6) << 4))
     return sc, m
 
 
@@ -85,22 +116,11 @@ def decode_row(row, kind, f16, out):
                     byte = np.int32(row[off + 16 + 32 * g + l])
                     out[base + 64 * g + l] = scale0 * np.float32(byte & 0x0F) - offset0
                     out[base + 64 * g + 32 + l] = scale1 * np.float32(byte >> 4) - offset1
-    else:  # Q6_K
-        for b in range(row.shape[0] // 210):  # pass: (d · scale) · (q − 32) per 16 elements
-            off, base = b * 210, b * 256
-            d = fp16_at(row, off + 208, f16)
-            for h in range(2):
-                ql, qh, e = off + 64 * h, off + 128 + 32 * h, base + 128 * h
-                for part in range(4):  # elements l + 32·part of this half, l = 0..31
-                    low = ql + 32 * (part % 2)  # parts 0, 2: ql[l]; parts 1, 3: ql[l + 32]
-                    nibble_shift, high_shift = 4 * (part // 2), 2 * part
-                    for l0 in range(0, 32, 16):  # one int8 scale per 16 elements
-                        k = (128 * h + 32 * part + l0) // 16
-                        scale = d * np.float32(signed8(row[off + 192 + k]))
-                        for l in range(l0, l0 + 16):
-                            q = ((np.int32(row[low + l]) >> nibble_shift) & 0x0F) | (
-                                ((np.int32(row[qh + l]) >> high_shift) & 3) << 4)
-                            out[e + 32 * part + l] = scale * np.float32(q - 32)
+    else:  # I8_16: scale · q, the float32 product of the reference's (d · scale) and q
+        n = out.shape[0]
+        scales, q = row[:n // 4].view(np.float32), row[n // 4:].view(np.int8)
+        for j in range(n):
+            out[j] = scales[j // 16] * np.float32(q[j])
 
 
 @kernel(fastmath=False)  # exact: bit-identical to minigemma.formats.gguf.blocks
@@ -136,3 +156,26 @@ def widen_q5_0(w):
     out[:, :, :2] = src[:, :, :2]  # the fp16 scale d
     out[:, :, 2:] = q
     return QuantizedWeight("q8_0", out.reshape(rows, n * 34), w.shape)
+
+
+def widen_q6_k(w):
+    """A q6_k QuantizedWeight -> the i8_16 KernelWeight of exactly the same values.
+
+    Per 16 elements k of a block (layout in minigemma.formats.gguf.blocks.dequantize_q6_k):
+    scale = d · scale_k in float32 (exact), q = the 6-bit value − 32 as int8.
+    """
+    rows, row_bytes = w.blocks.shape
+    n = row_bytes // 210
+    src = np.ascontiguousarray(w.blocks).reshape(rows, n, 210)
+    low = src[:, :, 0:128].reshape(rows, n, 2, 1, 64)  # [.., half, 1, ql of the half]
+    # part p = 2·nibble + (l ≥ 32 in ql): low(ql[l]), low(ql[l + 32]), high(ql[l]), high(...)
+    low = np.concatenate([low & 0x0F, low >> 4], axis=3).reshape(rows, n, 2, 4, 32)
+    qh = src[:, :, 128:192].reshape(rows, n, 2, 1, 32)
+    high = (qh >> np.array([0, 2, 4, 6], np.uint8).reshape(1, 1, 1, 4, 1)) & 3  # [.., part, l]
+    q = ((low | (high << 4)).astype(np.int16) - 32).astype(np.int8).reshape(rows, n * 256)
+    d = src[:, :, 208:210].copy().view("<f2").astype(np.float32)  # [rows, n, 1]
+    scales = (d * src[:, :, 192:208].view(np.int8).astype(np.float32)).reshape(rows, n * 16)
+    out = np.empty((rows, n * 16 * 4 + n * 256), np.uint8)
+    out[:, :n * 64] = scales.view(np.uint8)
+    out[:, n * 64:] = q.view(np.uint8)
+    return KernelWeight("i8_16", out, tuple(w.shape))

@@ -19,7 +19,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from minigemma.training.losses import check_temperature, check_logit_pair
+from minigemma.training.losses import check_logit_pair, check_temperature
 
 ROW_OK, BAD_STUDENT, BAD_TEACHER = 0, 1, 2
 

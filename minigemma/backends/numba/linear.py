@@ -1,7 +1,9 @@
-"""x @ Wᵀ in Numba for the GGML block kinds the backend keeps (q8_0, q4_0, q4_k, q6_k).
+"""x @ Wᵀ in Numba for the block kinds the backend keeps (q8_0, q4_0, q4_k, i8_16).
 
-    decode  (few rows of x): matvec — one prange over the output rows o; each reads its row of
-            blocks once and dots it with every x row, decoding inside the dot product:
+    decode  (few rows of x): matvec — the output rows of one or several weights (q, k and v;
+            gate and up, with the GELU applied in the same jobs) cut into jobs of about equal
+            bytes, one parallel loop over the jobs; each row of blocks is read once and dotted
+            with every x row, decoding inside the dot product:
                 out[m, o] = Σ_b d_b · Σ_j q_bj · x[m, 32b + j]      (q8_0; the other kinds alike)
     prefill (many rows of x): the weight is decoded tile by tile (bit-exact, `blocks_numba`)
             into a float32 buffer and multiplied by BLAS: a GEMM, never token by token.
@@ -9,12 +11,31 @@
 The dot products accumulate in float32 in their own order (fastmath reassociates to vectorise),
 so they match the reference's dequantize-then-matmul to float32 rounding, not bitwise.
 
-Two details keep the loops fast. The block length comes in as a run-time argument (`lanes` = 32):
-with a literal 32, LLVM unrolls the inner loop and vectorises across blocks with gathers, 2–5×
-slower. And q4_k's minimum term needs Σ x per 32-element sub-block, which is the same for
-every output row, so it is computed once per call (`xsums`), as llama.cpp does.
+What keeps the loops fast (single-thread matvec on the real model's matrices, thread CPU time,
+best of 40, against the kernels before this version):
+- The block length comes in as a run-time argument (`lanes` = 32): with a literal 32, LLVM
+  unrolls the inner loop and vectorises across blocks with gathers, 2–5× slower.
+- Integer work stays in int32 (`np.int32(...)` around every bit operation). Numba widens integer
+  arithmetic to int64, and LLVM then unpacked nibbles in 64-bit lanes (4 per register instead of
+  8) or converted int64 to float one by one.
+- q4_k: one vector accumulator per sub-block (8) over the 32 lanes of a block, so the sub-block
+  scales are applied once per sub-block, not once per weight; its minimum term needs Σ x per 32
+  elements, the same for every output row, so it is computed once per call (`block_sums`), as
+  llama.cpp does. 2.4 -> 3.4 GB/s per core.
+- q6_k is widened at load to i8_16 (blocks.py): 2.6 GB/s of q6_k -> 10 GB/s of i8_16 (3.8 -> 8.0
+  G weights/s). q8_0 is unchanged at 9.7 GB/s (34 bytes of weight per 32 multiply-adds: with two
+  cores it streams at the memory's speed).
+- Each kind's row loop is its own compiled function (`rows_of`): one loop inlining all the dot
+  products ran q8_0 10 % and q4_k 20 % slower.
+
+4-bit weights stay compute-bound in float32: 5–6 vector instructions per 8 weights (load, mask
+or shift, widen, convert, multiply-add) against 3 for int8. llama.cpp avoids that by quantizing
+x to int8 too (integer multiply-adds); that changes x by up to 1/254 of its block's maximum and
+the real model's products by 1.4e-2 of their size (median over its layers; docs/benchmarks.md),
+where the backend tolerance allows 5e-6, so x stays float32.
 """
 import threading
+import weakref
 
 import numpy as np
 from numba import njit
@@ -30,12 +51,18 @@ from minigemma.backends.numba.blocks import (
     q4_k_scale_min,
     signed8,
 )
+from minigemma.backends.numba.elementwise import geglu_exact_span, geglu_span
 from minigemma.backends.numba.jit import FASTMATH, kernel
 
 GEMM_MIN_ROWS = 8  # from this many rows of x on, decode weight tiles and call BLAS
-PARALLEL_MIN_BYTES = 1 << 18  # smaller weights: a serial matvec beats waking the threads
+PARALLEL_MIN_BYTES = 1 << 18  # less weight than this in one call: a serial matvec beats waking
+#                               the threads
+JOBS_PER_THREAD = 4  # jobs of a parallel matvec per thread: a late thread delays one small job
+MAX_WEIGHTS = 3  # weights per matvec call (q, k, v); fewer are padded with an empty weight, so
+#                  that the kernel has one signature
 TILE_BYTES = 1 << 23  # float32 tile of decoded weight rows handed to the GEMM
 LANES = 32  # the block length, passed at run time (see the module docstring)
+F4, S4 = np.int32(15), np.int32(4)  # nibble mask, nibble shift
 
 
 @njit(inline="always", fastmath=FASTMATH)
@@ -59,111 +86,251 @@ def dot_q4_0(row, x, f16, lanes):
         s = np.float32(0)
         for j in range(half):
             byte = np.int32(row[off + 2 + j])
-            s += np.float32((byte & 0x0F) - 8) * x[base + j]
-            s += np.float32((byte >> 4) - 8) * x[base + 16 + j]
+            s += np.float32(np.int32(np.int32(byte & F4) - 8)) * x[base + j]
+            s += np.float32(np.int32(np.int32(byte >> S4) - 8)) * x[base + 16 + j]
         acc += fp16_at(row, off, f16) * s
     return acc
 
 
 @njit(inline="always", fastmath=FASTMATH)
-def dot_q4_k(row, x, xsums, f16, lanes):
-    """Σ_s (d·sc_s) Σ_j q_sj x_sj − (dmin·m_s) Σ_j x_sj over the 8 sub-blocks s of 32."""
+def dot_q4_k(blocks, x, xsums, f16, lanes):
+    """blocks [I/256, 144] (one row), x [I], xsums [I/32] ->
+    Σ_s (d·sc_s) Σ_j q_sj x_sj − (dmin·m_s) Σ_j x_sj over the 8 sub-blocks s of 32 per block.
+
+    Group g's 32 bytes hold sub-block 2g in their low nibbles and 2g + 1 in their high ones.
+    """
     acc = np.float32(0)
-    for b in range(row.shape[0] // 144):
-        off, base = b * 144, b * 256
-        d, dmin = fp16_at(row, off, f16), fp16_at(row, off + 2, f16)
-        for g in range(4):  # 32 bytes: sub-block 2g in the low nibbles, 2g + 1 in the high
-            q, e = off + 16 + 32 * g, base + 64 * g
-            s0 = np.float32(0)
-            s1 = np.float32(0)
-            for l in range(lanes):
-                byte = np.int32(row[q + l])
-                s0 += np.float32(byte & 0x0F) * x[e + l]
-                s1 += np.float32(byte >> 4) * x[e + 32 + l]
-            sc0, m0 = q4_k_scale_min(row, off, 2 * g)
-            sc1, m1 = q4_k_scale_min(row, off, 2 * g + 1)
-            sub = e // 32
-            acc += d * (np.float32(sc0) * s0 + np.float32(sc1) * s1)
-            acc -= dmin * (np.float32(m0) * xsums[sub] + np.float32(m1) * xsums[sub + 1])
-    return acc
+    mins = np.float32(0)
+    for b in range(blocks.shape[0]):
+        blk = blocks[b]
+        t0 = t1 = t2 = t3 = t4 = t5 = t6 = t7 = np.float32(0)  # Σ q x of sub-blocks 0..7
+        for l in range(lanes):  # pass 1: the 8 sub-block sums, lane by lane
+            q0, q1 = np.int32(blk[16 + l]), np.int32(blk[48 + l])
+            q2, q3 = np.int32(blk[80 + l]), np.int32(blk[112 + l])
+            e = 256 * b + l
+            t0 += np.float32(np.int32(q0 & F4)) * x[e]
+            t1 += np.float32(np.int32(q0 >> S4)) * x[e + 32]
+            t2 += np.float32(np.int32(q1 & F4)) * x[e + 64]
+            t3 += np.float32(np.int32(q1 >> S4)) * x[e + 96]
+            t4 += np.float32(np.int32(q2 & F4)) * x[e + 128]
+            t5 += np.float32(np.int32(q2 >> S4)) * x[e + 160]
+            t6 += np.float32(np.int32(q3 & F4)) * x[e + 192]
+            t7 += np.float32(np.int32(q3 >> S4)) * x[e + 224]
+        sc0, m0 = q4_k_scale_min(blk, 0, 0)  # pass 2: scales and minimums
+        sc1, m1 = q4_k_scale_min(blk, 0, 1)
+        sc2, m2 = q4_k_scale_min(blk, 0, 2)
+        sc3, m3 = q4_k_scale_min(blk, 0, 3)
+        sc4, m4 = q4_k_scale_min(blk, 0, 4)
+        sc5, m5 = q4_k_scale_min(blk, 0, 5)
+        sc6, m6 = q4_k_scale_min(blk, 0, 6)
+        sc7, m7 = q4_k_scale_min(blk, 0, 7)
+        acc += fp16_at(blk, 0, f16) * (
+            (np.float32(sc0) * t0 + np.float32(sc1) * t1) + (np.float32(sc2) * t2
+                                                             + np.float32(sc3) * t3)
+            + (np.float32(sc4) * t4 + np.float32(sc5) * t5) + (np.float32(sc6) * t6
+                                                               + np.float32(sc7) * t7))
+        xs = xsums[8 * b:8 * b + 8]
+        mins += fp16_at(blk, 2, f16) * (
+            (np.float32(m0) * xs[0] + np.float32(m1) * xs[1]) + (np.float32(m2) * xs[2]
+                                                                 + np.float32(m3) * xs[3])
+            + (np.float32(m4) * xs[4] + np.float32(m5) * xs[5]) + (np.float32(m6) * xs[6]
+                                                                   + np.float32(m7) * xs[7]))
+    return acc - mins
 
 
 @njit(inline="always", fastmath=FASTMATH)
-def dot_q6_k(row, x, f16, lanes):
-    """Σ over the 16-element sub-blocks k of (d·scale_k) Σ (q − 32) x (quant.dequantize_q6_k)."""
-    acc = np.float32(0)
+def dot_i8_16(row, x, xsums, f16, lanes):
+    """row: float32 scale[I/16] | int8 q[I] (blocks.widen_q6_k) -> Σ_k scale_k Σ_j q_kj x_kj,
+    two 16-element scales per 32-lane pass."""
+    n = x.shape[0]
+    scales, q = row[:n // 4].view(np.float32), row[n // 4:].view(np.int8)
     half = lanes // 2
-    for b in range(row.shape[0] // 210):
-        off, base = b * 210, b * 256
-        d = fp16_at(row, off + 208, f16)
-        for h in range(2):
-            ql, qh, e = off + 64 * h, off + 128 + 32 * h, base + 128 * h
-            for l0 in range(0, 32, 16):  # l0..l0+15 lie in one sub-block for each part
-                s0 = np.float32(0)
-                s1 = np.float32(0)
-                s2 = np.float32(0)
-                s3 = np.float32(0)
-                for i in range(half):
-                    l = l0 + i
-                    low0, low1 = np.int32(row[ql + l]), np.int32(row[ql + l + 32])
-                    high = np.int32(row[qh + l])
-                    q0 = (low0 & 0x0F) | ((high & 3) << 4)  # element l
-                    q1 = (low1 & 0x0F) | (((high >> 2) & 3) << 4)  # element l + 32
-                    q2 = (low0 >> 4) | (((high >> 4) & 3) << 4)  # element l + 64
-                    q3 = (low1 >> 4) | (((high >> 6) & 3) << 4)  # element l + 96
-                    s0 += np.float32(q0 - 32) * x[e + l]
-                    s1 += np.float32(q1 - 32) * x[e + 32 + l]
-                    s2 += np.float32(q2 - 32) * x[e + 64 + l]
-                    s3 += np.float32(q3 - 32) * x[e + 96 + l]
-                k = off + 192 + 8 * h + l0 // 16  # scale of part p is k + 2p
-                acc += d * (np.float32(signed8(row[k])) * s0 + np.float32(signed8(row[k + 2])) * s1
-                            + np.float32(signed8(row[k + 4])) * s2
-                            + np.float32(signed8(row[k + 6])) * s3)
+    acc = np.float32(0)
+    for b in range(n // 32):
+        base = 32 * b
+        s0 = np.float32(0)
+        s1 = np.float32(0)
+        for j in range(half):
+            s0 += np.float32(q[base + j]) * x[base + j]
+            s1 += np.float32(q[base + half + j]) * x[base + half + j]
+        acc += scales[2 * b] * s0 + scales[2 * b + 1] * s1
     return acc
+
+
+def rows_of(dot, block_bytes=None):
+    """The serial loop over rows lo..hi of one weight, for one kind's dot product, compiled on
+    its own. With `block_bytes` the dot product gets its row as a [blocks, block_bytes] view
+    (q4_k: 2.9 -> 3.4 GB/s against reshaping each row; q8_0 is 17 % faster without)."""
+    @njit(cache=True, fastmath=FASTMATH)
+    def rows(blocks, x, xsums, f16, lanes, out, lo, hi):
+        if block_bytes is None:
+            by_block = blocks.reshape(blocks.shape[0], 1, blocks.shape[1])
+        else:
+            by_block = blocks.reshape(blocks.shape[0], blocks.shape[1] // block_bytes,
+                                      block_bytes)
+        for o in range(lo, hi):  # each row of weights: read once, for every row of x
+            for m in range(x.shape[0]):
+                if block_bytes is None:
+                    out[m, o] = dot(blocks[o], x[m], xsums[m], f16, lanes)
+                else:
+                    out[m, o] = dot(by_block[o], x[m], xsums[m], f16, lanes)
+    return rows
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def dot_q8_0_row(row, x, xsums, f16, lanes):
+    return dot_q8_0(row, x, f16, lanes)
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def dot_q4_0_row(row, x, xsums, f16, lanes):
+    return dot_q4_0(row, x, f16, lanes)
+
+
+rows_q8_0 = rows_of(dot_q8_0_row)
+rows_q4_0 = rows_of(dot_q4_0_row)
+rows_q4_k = rows_of(dot_q4_k, 144)
+rows_i8_16 = rows_of(dot_i8_16)
+
+
+@njit(cache=True)
+def rows_any(blocks, kind, x, xsums, f16, lanes, out, lo, hi):
+    """out[:, lo:hi] = x @ W[lo:hi]ᵀ for a weight of any kept kind."""
+    if kind == Q8_0:
+        rows_q8_0(blocks, x, xsums, f16, lanes, out, lo, hi)
+    elif kind == Q4_0:
+        rows_q4_0(blocks, x, xsums, f16, lanes, out, lo, hi)
+    elif kind == Q4_K:
+        rows_q4_k(blocks, x, xsums, f16, lanes, out, lo, hi)
+    else:
+        rows_i8_16(blocks, x, xsums, f16, lanes, out, lo, hi)
 
 
 @kernel
 def matvec(loop):
-    def matvec(blocks, kind, x, xsums, f16, lanes, out):
-        """blocks uint8 [O, row_bytes], x [M, I], xsums [M, I/32] -> out [M, O] = x @ Wᵀ."""
-        for o in loop(blocks.shape[0]):  # each output row: its weights read once, for all x
-            row = blocks[o]
-            for m in range(x.shape[0]):
-                if kind == Q8_0:
-                    out[m, o] = dot_q8_0(row, x[m], f16, lanes)
-                elif kind == Q4_0:
-                    out[m, o] = dot_q4_0(row, x[m], f16, lanes)
-                elif kind == Q4_K:
-                    out[m, o] = dot_q4_k(row, x[m], xsums[m], f16, lanes)
-                else:
-                    out[m, o] = dot_q6_k(row, x[m], f16, lanes)
+    def matvec(weights, kinds, jobs, x, xsums, f16, lanes, outs):
+        """weights: a tuple of uint8 blocks [O_w, row_bytes_w], kinds [n_weights], jobs int64
+        [J, 3] = (weight, first row, end row), x [M, I], xsums [M, I/32] (q4_k) ->
+        outs[w] [M, O_w] = x @ W_wᵀ, each job's rows."""
+        for j in loop(jobs.shape[0]):  # each job writes its own rows of one output
+            w, lo, hi = jobs[j, 0], jobs[j, 1], jobs[j, 2]
+            rows_any(weights[w], kinds[w], x, xsums, f16, lanes, outs[w], lo, hi)
     return matvec
 
 
-@njit(cache=True)
-def block_sums(x, out):
-    """x [M, I] -> out [M, I/32]: Σ of each 32-element slice (q4_k's minimum term)."""
+@kernel
+def matvec_geglu(loop):
+    def matvec_geglu(gate_w, up_w, kinds, jobs, x, xsums, f16, lanes, exact, gate, up, out):
+        """gate_w, up_w uint8 blocks [F, row_bytes], kinds [2], jobs int64 [J, 3] (the rows of
+        job j: jobs[j, 1] to jobs[j, 2]), x [M, I] -> gate, up [M, F] (scratch) and
+        out [M, F] = geglu(x @ W_gateᵀ, x @ W_upᵀ): each job its rows of the three."""
+        for j in loop(jobs.shape[0]):
+            lo, hi = jobs[j, 1], jobs[j, 2]
+            rows_any(gate_w, kinds[0], x, xsums, f16, lanes, gate, lo, hi)
+            rows_any(up_w, kinds[1], x, xsums, f16, lanes, up, lo, hi)
+            for m in range(x.shape[0]):  # the GELU of this job's rows, while they are in cache
+                if exact:
+                    geglu_exact_span(gate[m], up[m], out[m], lo, hi)
+                else:
+                    geglu_span(gate[m], up[m], out[m], lo, hi)
+    return matvec_geglu
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def block_sums(x, width, out):
+    """x [M, I] -> out [M, I/width]: Σ of each `width`-element slice."""
     for m in range(x.shape[0]):
         for s in range(out.shape[1]):
             t = np.float32(0)
-            for j in range(32):
-                t += x[m, 32 * s + j]
+            for j in range(width):
+                t += x[m, width * s + j]
             out[m, s] = t
 
 
-def linear_blocks(x, w):
-    """x float32 [M, I] (contiguous), w a QuantizedWeight [O, I] -> x @ Wᵀ float32 [M, O]."""
+_EMPTY_BLOCKS = np.zeros((0, 0), np.uint8)
+_EMPTY_BLOCKS.flags.writeable = False  # the same Numba type as the weights' read-only views
+_EMPTY_OUT = np.zeros((0, 0), np.float32)
+
+
+class MatvecPlan:
+    """How one matvec call over `weights` is cut into jobs (computed once per weight tuple).
+
+    paired: the weights have the same rows and a job takes the same rows of each (the fused
+    GeGLU); otherwise each job takes rows of one weight.
+    """
+
+    def __init__(self, weights, threads, paired=False):
+        self.weights = tuple(weakref.ref(w) for w in weights)  # `plan_for` checks these
+        self.kinds = np.array([KIND_CODES[w.kind] for w in weights] + [0] * (
+            MAX_WEIGHTS - len(weights)), np.int64)
+        total = sum(w.blocks.nbytes for w in weights)
+        self.parallel = total >= PARALLEL_MIN_BYTES and threads > 1
+        target = total / (JOBS_PER_THREAD * threads) if self.parallel else np.inf
+        jobs = []
+        for i, w in enumerate(weights[:1] if paired else weights):
+            rows, row_bytes = w.blocks.shape  # rows per job: about `target` bytes of blocks
+            if paired:
+                row_bytes = sum(v.blocks.shape[1] for v in weights)
+            step = int(max(1, min(rows, target // max(1, row_bytes))))
+            jobs += [(i, lo, min(rows, lo + step)) for lo in range(0, rows, step)]
+        self.jobs = np.array(jobs, np.int64).reshape(-1, 3)
+        self.needs = {k for k in (w.kind for w in weights)}
+
+
+_plans = {}
+
+
+def plan_for(weights, threads, paired=False):
+    """The MatvecPlan of these weights, made on their first call. Plans are kept by the weights'
+    ids and hold them only weakly (a plan is 0.1 ms of Python, a decode step needs ~55)."""
+    key = (tuple(id(w) for w in weights), threads, paired)
+    plan = _plans.get(key)
+    if plan is None or any(ref() is not w for ref, w in zip(plan.weights, weights)):
+        if len(_plans) > 4096:  # plans of models long gone
+            _plans.clear()
+        plan = _plans[key] = MatvecPlan(weights, threads, paired)
+    return plan
+
+
+def _block_sums(x, plan):
+    """The per-call sums of x over 32 elements that q4_k needs, or an empty array."""
+    xsums = np.empty((x.shape[0], x.shape[1] // 32 if "q4_k" in plan.needs else 0), np.float32)
+    if xsums.size:
+        block_sums(x, 32, xsums)
+    return xsums
+
+
+def matvec_many(x, weights, threads):
+    """x float32 [M, I] (contiguous), weights QuantizedWeights [O_w, I] (at most MAX_WEIGHTS)
+    -> tuple of x @ W_wᵀ float32 [M, O_w], in one (parallel or serial) kernel call."""
+    plan = plan_for(weights, threads)
+    outs = tuple(np.empty((x.shape[0], w.shape[0]), np.float32) for w in weights)
+    pad = MAX_WEIGHTS - len(weights)
+    matvec(tuple(w.blocks for w in weights) + (_EMPTY_BLOCKS,) * pad, plan.kinds, plan.jobs, x,
+           _block_sums(x, plan), F16_TO_F32, LANES, outs + (_EMPTY_OUT,) * pad,
+           parallel=plan.parallel)
+    return outs
+
+
+def matvec_geglu_blocks(x, w_gate, w_up, exact, threads):
+    """x float32 [M, I] (contiguous), w_gate, w_up QuantizedWeights [F, I] -> float32 [M, F]
+    = geglu(x @ W_gateᵀ, x @ W_upᵀ), in one kernel call: the GELU runs in the matvec's jobs,
+    on rows still in cache, instead of in a second parallel loop."""
+    plan = plan_for((w_gate, w_up), threads, paired=True)
+    M, F = x.shape[0], w_gate.shape[0]
+    gate, up, out = (np.empty((M, F), np.float32) for _ in range(3))
+    matvec_geglu(w_gate.blocks, w_up.blocks, plan.kinds[:2], plan.jobs, x, _block_sums(x, plan),
+                 F16_TO_F32, LANES, bool(exact), gate, up, out, parallel=plan.parallel)
+    return out
+
+
+def gemm_blocks(x, w):
+    """x float32 [M, I] (contiguous, M large), w a QuantizedWeight [O, I] -> x @ Wᵀ float32
+    [M, O]: the weight decoded in row tiles, each multiplied by BLAS."""
     M, (O, I) = x.shape[0], w.shape
     kind = KIND_CODES[w.kind]
     out = np.empty((M, O), dtype=np.float32)
-    if M < GEMM_MIN_ROWS:  # decode: dequantize inside the dot products
-        xsums = np.empty((M, I // 32 if w.kind == "q4_k" else 0), dtype=np.float32)
-        if w.kind == "q4_k":
-            block_sums(x, xsums)
-        matvec(w.blocks, kind, x, xsums, F16_TO_F32, LANES, out,
-               parallel=w.blocks.nbytes >= PARALLEL_MIN_BYTES)
-        return out
-    rows_per_tile = max(1, min(O, TILE_BYTES // (4 * I)))  # prefill: decode tiles, then GEMM
+    rows_per_tile = max(1, min(O, TILE_BYTES // (4 * I)))
     tile = _scratch(rows_per_tile * I).reshape(rows_per_tile, I)
     if rows_per_tile == O:  # one tile: the GEMM writes the result itself
         dequantize_rows(w.blocks, kind, np.arange(O), 1.0, F16_TO_F32, tile)

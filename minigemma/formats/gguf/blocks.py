@@ -40,16 +40,17 @@ class BlockFormat:
     name: str
     block_elems: int
     block_bytes: int
+    scale_offsets: tuple  # byte offsets of the block's fp16 numbers (d, and dmin for q4_k)
 
 
 BLOCK_FORMATS = {
     fmt.name: fmt
     for fmt in (
-        BlockFormat("q8_0", 32, 34),
-        BlockFormat("q5_0", 32, 22),
-        BlockFormat("q4_0", 32, 18),
-        BlockFormat("q4_k", 256, 144),
-        BlockFormat("q6_k", 256, 210),
+        BlockFormat("q8_0", 32, 34, (0,)),
+        BlockFormat("q5_0", 32, 22, (0,)),
+        BlockFormat("q4_0", 32, 18, (0,)),
+        BlockFormat("q4_k", 256, 144, (0, 2)),
+        BlockFormat("q6_k", 256, 210, (208,)),
     )
 }
 
@@ -122,6 +123,19 @@ class QuantizedWeight:
     def dequantize(self):
         """float32 `[O, I]`; see `dequantize`."""
         return dequantize(self)
+
+
+def non_finite_scales(qw):
+    """How many fp16 scales (d, dmin) of `qw`'s blocks are Inf or NaN. The other fields of a
+    block are small integers, so a block's values are all finite exactly when its scales are
+    (the values are scale · integer in float32, and |fp16| ≤ 65504)."""
+    fmt = qw.format
+    per_block = qw.blocks.reshape(-1, fmt.block_bytes)  # [O · I / block_elems, block_bytes]
+    bad = 0
+    for offset in fmt.scale_offsets:
+        high = per_block[:, offset + 1]  # the little-endian fp16's sign and exponent byte
+        bad += int(np.count_nonzero((high & 0x7C) == 0x7C))  # exponent all ones: Inf or NaN
+    return bad
 
 
 # Small helpers

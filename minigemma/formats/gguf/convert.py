@@ -16,17 +16,25 @@ from minigemma.models.gemma import parameter_shapes
 
 
 def gguf_tensors(path):
-    """The ConvertedModel of a Gemma GGUF file (its storage kinds kept)."""
+    """The ConvertedModel of a Gemma GGUF file (its storage kinds kept). The vocabulary must
+    have one piece per embedding row, as llama.cpp requires."""
     from minigemma.text.tokenizer import Tokenizer
     reader = open_gguf(path)
-    config = GemmaConfig(**read_gguf_hparams(reader))
+    hparams = read_gguf_hparams(reader)  # its errors name the file
+    try:
+        config = GemmaConfig(**hparams)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
     values = dict(iter_gguf_tensors(reader, copy=False))  # memory-mapped views, nothing read yet
     shapes = parameter_shapes(config)
     check_tensor_names(path, {name: value.shape for name, value in values.items()}, shapes,
                        f"the {config.family} config of its metadata")
+    tokenizer = Tokenizer.from_gguf(reader)
+    if tokenizer.vocab_size != config.vocab_size:
+        raise ValueError(f"{path}: the vocabulary has {tokenizer.vocab_size} tokens but the "
+                         f"embedding has {config.vocab_size} rows")
     tensors = [(name, shape, getattr(values[name], "kind", "f32"),
                 lambda value=values[name]: value)
                for name, shape in shapes.items()]
-    tokenizer_bytes = Tokenizer.from_gguf(reader).serialized_model()
-    return ConvertedModel(config, tensors, "float32", tokenizer_bytes,
-                          source=f"gguf:{os.path.basename(os.fspath(path))}")
+    return ConvertedModel(config, tensors, "float32", tokenizer.serialized_model(),
+                          source=f"gguf:{os.path.abspath(os.fspath(path))}")

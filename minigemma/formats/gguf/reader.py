@@ -35,15 +35,19 @@ to 1e-7 relative, for the final norm and a q_norm. The stored values look like f
 that HF's loader does not subtract 1 for the `gemma` (Gemma 1) architecture, although
 llama.cpp's Gemma 1 converter adds it as well.
 """
-import os
 import re
+import warnings
 
 import numpy as np
 
+from minigemma.formats.files import regular_file
 from minigemma.formats.gguf.blocks import BLOCK_FORMATS, QuantizedWeight
+from minigemma.formats.gguf.layout import check_layout
 from minigemma.models.config import (
     FAMILY_DEFAULTS,
+    MAX_LAYERS,
     GemmaConfig,
+    RopeScaling,
     default_layer_types,
     field_defaults,
 )
@@ -75,30 +79,32 @@ _GLOBAL_NAMES = {k: v for k, v in GGUF_TO_SEMANTIC.items() if "{i}" not in k}
 _BLOCK_NAMES = {
     k.removeprefix("blk.{i}."): v for k, v in GGUF_TO_SEMANTIC.items() if "{i}" in k
 }
-_BLOCK_RE = re.compile(r"^blk\.(\d+)\.(.+)$")
+_BLOCK_RE = re.compile(r"^blk\.(\d{1,9})\.(.+)$")
 
 
 def open_gguf(source):
     """A `gguf.GGUFReader` for a path, or the reader itself when given one.
 
-    FileNotFoundError when there is no file; ValueError naming the file when it is not a GGUF
-    file (its first four bytes are not b"GGUF") or the `gguf` package cannot parse it.
+    FileNotFoundError when there is no file; ValueError naming the file, and the key or tensor,
+    when it is not a sound GGUF file (`minigemma.formats.gguf.layout.check_layout` runs first).
     """
     import gguf
 
     if isinstance(source, gguf.GGUFReader):
         return source
-    path = os.fspath(source)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no GGUF file at {path}")
-    with open(path, "rb") as f:
-        magic = f.read(4)
-    if magic != b"GGUF":
-        raise ValueError(f"{path} is not a GGUF file (magic {magic!r}, expected b'GGUF')")
+    path = regular_file(source, "GGUF file")
+    check_layout(path)
     try:
-        return gguf.GGUFReader(path, "r")
-    except Exception as err:  # gguf raises ValueError, struct.error, IndexError…
-        raise ValueError(f"{path}: cannot read GGUF file ({err})") from None
+        reader = gguf.GGUFReader(path, "r")
+    except Exception as err:  # the layout is sound, so this is a case check_layout misses
+        raise ValueError(f"{path}: cannot read GGUF file ({type(err).__name__}: {err})") from None
+    reader.minigemma_path = path  # for messages
+    return reader
+
+
+def source_name(reader):
+    """The file an open reader reads, for messages."""
+    return getattr(reader, "minigemma_path", None) or "GGUF file"
 
 
 _REQUIRED = object()
@@ -110,34 +116,53 @@ def gguf_value(reader, key, default=_REQUIRED):
     field = reader.fields.get(key)
     if field is None:
         if default is _REQUIRED:
-            raise ValueError(f"GGUF metadata lacks the required key {key!r}")
+            raise ValueError(f"{source_name(reader)}: GGUF metadata lacks the required key "
+                             f"{key!r}")
         return default
-    return field.contents()
+    try:
+        return field.contents()
+    except (ValueError, IndexError, TypeError) as e:  # a string that is not UTF-8, …
+        raise ValueError(f"{source_name(reader)}: GGUF key {key!r} cannot be read ({e})") from None
+
+
+def _typed(reader, key, value, types, what):
+    if isinstance(value, bool) and bool not in types or not isinstance(value, types):
+        raise ValueError(f"{source_name(reader)}: GGUF key {key!r} must be {what}, got "
+                         f"{value!r}")
+    return value
 
 
 def _get_int(reader, key, default=_REQUIRED):
     value = gguf_value(reader, key, default)
     if isinstance(value, list):  # some keys may be per-layer arrays
-        if len(set(value)) != 1:
-            raise ValueError(f"GGUF key {key!r} varies per layer ({value}); not supported")
+        if not value or len(set(value)) != 1:
+            raise ValueError(f"{source_name(reader)}: GGUF key {key!r} varies per layer "
+                             f"({value[:8]}); not supported")
         value = value[0]
-    return value if value is None else int(value)
+    return value if value is None else _typed(reader, key, value, (int,), "an integer")
 
 
 def _get_float(reader, key, default=_REQUIRED):
     value = gguf_value(reader, key, default)
     if value is None:
         return None
+    _typed(reader, key, value, (int, float), "a number")
     # GGUF stores float32: give the shortest decimal that round-trips through float32
     # (the stored 1e-6 reads back as 9.99999997e-07 otherwise).
     return float(str(np.float32(value)))
 
 
+def _get_str(reader, key, default=_REQUIRED):
+    value = gguf_value(reader, key, default)
+    return value if value is None else _typed(reader, key, value, (str,), "a string")
+
+
 def _architecture(reader):
-    arch = gguf_value(reader, "general.architecture", None)
+    arch = _get_str(reader, "general.architecture", None)
     if arch not in FAMILIES:
         raise ValueError(
-            f"unsupported GGUF architecture {arch!r}: minigemma reads {', '.join(FAMILIES)}"
+            f"{source_name(reader)}: unsupported GGUF architecture {arch!r}: minigemma reads "
+            f"{', '.join(FAMILIES)}"
         )
     return arch
 
@@ -147,8 +172,8 @@ def read_gguf_hparams(source):
 
     Keys: family, vocab_size, d_model, num_layers, num_heads, num_kv_heads, head_dim,
     ffn_dim, layer_types, sliding_window, rope_base_global, rope_base_local,
-    rope_scale_global, query_pre_attn_scalar, attn_softcap, final_softcap, qk_norm,
-    post_norms, rms_eps, max_position, bos_id, eos_id, pad_id.
+    rope_scaling_global, rope_scaling_local, query_pre_attn_scalar, attn_softcap,
+    final_softcap, qk_norm, post_norms, rms_eps, max_position, bos_id, eos_id, pad_id.
 
     What the file leaves out follows llama.cpp (`llama-model.cpp`, `load_hparams`), which
     agrees with the family defaults of `minigemma.models.config.FAMILY_DEFAULTS`:
@@ -159,14 +184,19 @@ def read_gguf_hparams(source):
     * Gemma 2: window 4096 and soft-caps 50 / 30 unless the file says otherwise (a cap of 0
       turns it off); one RoPE base for all layers, as in Gemma 1;
     * Gemma 3: local layers use RoPE base 10000 (hard-coded in llama.cpp; a
-      `gemma3.rope.freq_base_swa` key is honoured if present); no attention soft-cap; a final
+      `gemma3.rope.freq_base_swa` key is honoured if present); no attention soft-cap (an
+      `attn_logit_softcapping` key is ignored with a warning, as llama.cpp reads none); a final
       soft-cap only if `gemma3.final_logit_softcapping` is present; linear RoPE scaling
-      (`rope.scaling.type == "linear"`, Gemma 3 4B+) applies to global layers only and is
-      returned as rope_scale_global;
+      (`rope.scaling.type == "linear"`, Gemma 3 4B+) applies to global layers only (llama.cpp
+      sets the local layers' scale to 1), to every layer in Gemma 1 / 2; other scaling types
+      are refused by name;
     * the global RoPE base is 10000 when the file has none (llama.cpp's rule for every model);
     * query_pre_attn_scalar (the score scale is its -1/2 power): head_dim, except for the 27B
       models (46 blocks for Gemma 2, 62 for Gemma 3) where llama.cpp, following gemma_pytorch,
       uses d_model / num_heads.
+
+    block_count must match the blocks the tensors hold; it is checked before anything is built
+    from it. Ranges are checked by GemmaConfig.
     """
     r = open_gguf(source)
     arch = _architecture(r)
@@ -176,28 +206,47 @@ def read_gguf_hparams(source):
 
     d_model = _get_int(r, a + "embedding_length")
     num_layers = _get_int(r, a + "block_count")
+    if not 1 <= num_layers <= MAX_LAYERS:
+        raise ValueError(f"{source_name(r)}: {a}block_count must be in [1, {MAX_LAYERS}], got "
+                         f"{num_layers}")
+    blocks = {int(m.group(1)) for m in (_BLOCK_RE.match(t.name) for t in r.tensors) if m}
+    held = max(blocks) + 1 if blocks else 0
+    if r.tensors and num_layers != held:
+        raise ValueError(f"{source_name(r)}: {a}block_count is {num_layers} but the tensors "
+                         f"hold {held} blocks (blk.0 … blk.{held - 1})")
     num_heads = _get_int(r, a + "attention.head_count")
+    if not isinstance(num_heads, int) or num_heads <= 0:
+        raise ValueError(f"{source_name(r)}: {a}attention.head_count must be positive, got "
+                         f"{num_heads}")
     num_kv_heads = _get_int(r, a + "attention.head_count_kv", num_heads)
     head_dim = _get_int(r, a + "attention.key_length", d_model // num_heads)
     value_dim = _get_int(r, a + "attention.value_length", head_dim)
     if value_dim != head_dim:
-        raise ValueError(f"key_length {head_dim} != value_length {value_dim}: not supported")
+        raise ValueError(f"{source_name(r)}: {a}attention.key_length {head_dim} != "
+                         f"{a}attention.value_length {value_dim}: not supported")
 
     rope_base_global = _get_float(r, a + "rope.freq_base", LLAMA_CPP_ROPE_BASE)
     rope_base_local = rope_base_global
     if family["rope_base_local"] is not None:  # Gemma 3: a base of its own for local layers
         rope_base_local = _get_float(r, a + "rope.freq_base_swa", family["rope_base_local"])
-    rope_scale_global = 1.0
-    scaling = gguf_value(r, a + "rope.scaling.type", None)
+    factor = 1.0
+    scaling = _get_str(r, a + "rope.scaling.type", None)
     if scaling not in (None, "none"):
         factor = _get_float(r, a + "rope.scaling.factor", 1.0)
         if scaling != "linear" and factor != 1.0:
-            raise ValueError(f"RoPE scaling {scaling!r} is not supported (only linear)")
-        rope_scale_global = factor
+            raise ValueError(f"{source_name(r)}: RoPE scaling {scaling!r} is not supported "
+                             f"(only linear)")
     if gguf_value(r, a + "rope.scale_linear", None) is not None:  # older spelling of the factor
-        rope_scale_global = _get_float(r, a + "rope.scale_linear")
+        factor = _get_float(r, a + "rope.scale_linear")
+    scaling_global = RopeScaling("linear", factor) if factor != 1.0 else None
+    scaling_local = None if arch == "gemma3" else scaling_global
 
     attn_softcap = _get_float(r, a + "attn_logit_softcapping", family["attn_softcap"])
+    if arch == "gemma3" and attn_softcap:
+        warnings.warn(f"{source_name(r)}: {a}attn_logit_softcapping={attn_softcap} is ignored: "
+                      f"Gemma 3 has no attention soft-cap (llama.cpp and HF read none)",
+                      stacklevel=2)
+        attn_softcap = None
     final_softcap = _get_float(r, a + "final_logit_softcapping", family["final_softcap"])
     sliding_window = _get_int(r, a + "attention.sliding_window", None) or family["sliding_window"]
     layer_types = default_layer_types(arch, num_layers, windowed=sliding_window is not None)
@@ -220,7 +269,8 @@ def read_gguf_hparams(source):
         "sliding_window": sliding_window,
         "rope_base_global": rope_base_global,
         "rope_base_local": rope_base_local,
-        "rope_scale_global": rope_scale_global,
+        "rope_scaling_global": scaling_global,
+        "rope_scaling_local": scaling_local,
         "query_pre_attn_scalar": query_pre_attn_scalar,
         "attn_softcap": attn_softcap or None,  # 0: no cap
         "final_softcap": final_softcap or None,
@@ -245,7 +295,8 @@ def _vocab_size(r, arch):
     tokens = r.fields.get("tokenizer.ggml.tokens")
     if tokens is not None:
         return len(tokens.data)
-    raise ValueError("cannot tell the vocabulary size: no token_embd tensor and no vocab")
+    raise ValueError(f"{source_name(r)}: cannot tell the vocabulary size: no token_embd tensor "
+                     f"and no vocab")
 
 
 def semantic_name(gguf_name):
@@ -291,11 +342,15 @@ def iter_gguf_tensors(source, *, copy=True):
     """
     r = open_gguf(source)
     _architecture(r)
+    where = source_name(r)
     seen = set()
     for t in r.tensors:
-        name = semantic_name(t.name)
+        try:
+            name = semantic_name(t.name)
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from None
         if name in seen:
-            raise ValueError(f"GGUF tensor {t.name!r}: {name} appears twice")
+            raise ValueError(f"{where}: GGUF tensor {t.name!r}: {name} appears twice")
         seen.add(name)
         shape = tuple(int(n) for n in reversed(t.shape.tolist()))  # HF / row-major order
         ggml_type = t.tensor_type.name
@@ -304,16 +359,17 @@ def iter_gguf_tensors(source, *, copy=True):
             yield name, _float_value(t, shape, copy)
         elif kind in BLOCK_FORMATS:
             if len(shape) != 2:
-                raise ValueError(f"GGUF tensor {t.name!r}: quantized tensor of shape {shape}, "
-                                 f"expected a matrix")
+                raise ValueError(f"{where}: GGUF tensor {t.name!r}: quantized tensor of shape "
+                                 f"{shape}, expected a matrix")
             blocks = np.asarray(t.data).view(np.uint8).reshape(shape[0], -1)
             if copy:
                 blocks = blocks.copy()
             yield name, QuantizedWeight(kind, blocks, shape)
         else:
             raise ValueError(
-                f"GGUF tensor {t.name!r} has storage type {ggml_type}, which minigemma does "
-                f"not read (supported: F32, F16, BF16, {', '.join(k.upper() for k in BLOCK_FORMATS)})"
+                f"{where}: GGUF tensor {t.name!r} has storage type {ggml_type}, which minigemma "
+                f"does not read (supported: F32, F16, BF16, "
+                f"{', '.join(k.upper() for k in BLOCK_FORMATS)})"
             )
 
 
