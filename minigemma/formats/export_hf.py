@@ -28,11 +28,8 @@ from minigemma.formats import hf, hf_griffin
 from minigemma.formats.gguf.blocks import QuantizedWeight
 from minigemma.formats.native import (
     TOKENIZER_FILE,
-    _finish,
-    _start,
-    _swap_in,
-    prepare_destination,
     read_checkpoint,
+    staged_folder,
 )
 from minigemma.formats.safetensors import write_safetensors
 from minigemma.models.config import GemmaConfig
@@ -133,9 +130,7 @@ def export_hf(src, dst, overwrite=False):
         shape = hf_griffin.hf_shape(ours, shapes[ours]) if griffin else shapes[ours]
         tensors.append((hf_name, shape, "F32",
                         lambda ours=ours: _to_hf(ours, weights[ours], griffin)))
-    dst = prepare_destination(dst, overwrite)
-    lock, tmp = _start(os.path.dirname(dst), dst)
-    try:
+    with staged_folder(dst, overwrite) as (dst, tmp):
         write_safetensors(os.path.join(tmp, "model.safetensors"), tensors,
                           metadata={"format": "pt"})
         with open(os.path.join(tmp, "config.json"), "w") as f:
@@ -152,10 +147,4 @@ def export_hf(src, dst, overwrite=False):
                            **SPECIAL_TOKENS}, f, indent=2)
             with open(os.path.join(tmp, "special_tokens_map.json"), "w") as f:
                 json.dump(SPECIAL_TOKENS, f, indent=2)
-        _swap_in(tmp, dst)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    finally:
-        _finish(lock)
     return dst

@@ -24,6 +24,7 @@ import json
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 
 from minigemma.formats.conversion import check_finite, check_tensor_names
 from minigemma.formats.files import read_json, regular_file
@@ -100,9 +101,7 @@ def write_checkpoint(dst, config, tensors, *, embedding_dtype, source, tokenizer
     if embedding_dtype not in EMBEDDING_DTYPES:
         raise ValueError(f"embedding_dtype must be one of {EMBEDDING_DTYPES}, got "
                          f"{embedding_dtype!r}")
-    dst = prepare_destination(dst, overwrite)
-    lock, tmp = _start(os.path.dirname(dst), dst)
-    try:
+    with staged_folder(dst, overwrite) as (dst, tmp):
         quantized, entries = {}, []
         for name, shape, storage, produce in tensors:
             if storage in STORAGE_DTYPES:
@@ -125,12 +124,6 @@ def write_checkpoint(dst, config, tensors, *, embedding_dtype, source, tokenizer
                 "files": files, **(extra_meta or {})}
         with open(os.path.join(tmp, CONFIG_FILE), "w") as f:
             json.dump(meta, f, indent=2)
-        _swap_in(tmp, dst)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    finally:
-        _finish(lock)
     return dst
 
 
@@ -140,6 +133,23 @@ def _checked(source, name, produce):
         check_finite(source, name, weight)
         return weight
     return run
+
+
+@contextmanager
+def staged_folder(dst, overwrite=False):
+    """with staged_folder(dst) as (dst, tmp): write a folder's files into `tmp`; it becomes
+    `dst` whole when the block ends, and is deleted if the block raises. A lock beside `tmp`
+    marks it as in progress, so that `remove_leftovers` cleans up only after dead writers."""
+    dst = prepare_destination(dst, overwrite)
+    lock, tmp = _start(os.path.dirname(dst), dst)
+    try:
+        yield dst, tmp
+        _swap_in(tmp, dst)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        _finish(lock)
 
 
 def _start(parent, dst):

@@ -173,21 +173,14 @@ def build_parser():
     parser = argparse.ArgumentParser(prog="minigemma", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("generate", help="continue a prompt (default model: embedded Gemma 3 270M)")
-    p.add_argument("--model", default=None, help="converted model folder (default: embedded)")
-    p.add_argument("--backend", default="auto",
-                   help="auto (default: CuPy, else Numba, else NumPy), numpy, numba or cupy")
+    _model_arguments(p)
     p.add_argument("--prompt", default=None, help='the prompt ("-": read it from stdin)')
     p.add_argument("--prompt-file", default=None, help='read the prompt from a file ("-": stdin)')
     p.add_argument("--speculative", action="store_true",
                    help="speculative decoding by prompt lookup (same output, faster on "
                         "repetitive text)")
     p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    p.add_argument("--top-k", type=int, default=None)
-    p.add_argument("--top-p", type=float, default=None)
-    p.add_argument("--min-p", type=float, default=None)
-    p.add_argument("--repetition-penalty", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=None)
+    _sampling_arguments(p)
     p.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
     p.add_argument("--chat", action="store_true", help="wrap the prompt in Gemma's turn format")
     p.add_argument("--no-stream", action="store_true", help="print the text only when done")

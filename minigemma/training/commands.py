@@ -21,9 +21,11 @@ from minigemma.training.objective import network_loss_and_grad
 from minigemma.training.optimizer import AdamW, clip_by_global_norm
 from minigemma.training.student import (
     Windows,
+    add_student_arguments,
     build_student,
     init_params,
     student_config,
+    student_config_from_args,
     windows_from_targets,
     windows_from_text,
 )
@@ -53,13 +55,7 @@ def add_run_arguments(p):
     p.add_argument("--eval-every", type=int, default=s.eval_every)
     p.add_argument("--eval-windows", type=int, default=s.eval_windows)
     p.add_argument("--checkpoint-every", type=int, default=s.checkpoint_every)
-    p.add_argument("--layers", type=int, default=4)
-    p.add_argument("--d-model", type=int, default=128)
-    p.add_argument("--heads", type=int, default=4)
-    p.add_argument("--kv-heads", type=int, default=1)
-    p.add_argument("--head-dim", type=int, default=32)
-    p.add_argument("--ffn-dim", type=int, default=512)
-    p.add_argument("--window", type=int, default=32, help="sliding window of the local layers")
+    add_student_arguments(p)
     p.add_argument("--plot", action="store_true", help="also write RUN/curve.png")
 
 
@@ -83,9 +79,7 @@ def run_from_args(args, objective):
     if vocab != tokenizer.vocab_size:
         raise ValueError(f"the targets' vocabulary ({vocab}) is not the tokenizer's "
                          f"({tokenizer.vocab_size}): pass the teacher they came from")
-    config = student_config(vocab, args.layers, args.d_model, args.heads, args.kv_heads,
-                            args.head_dim, args.ffn_dim, args.window, data.context,
-                            tokenizer.bos_id, tokenizer.eos_id, tokenizer.pad_id or 0)
+    config = student_config_from_args(args, vocab, data.context, tokenizer)
     network = build_student(config, init_params(config, args.seed), args.backend)
     held_out = None
     if args.held_out:

@@ -66,10 +66,7 @@ def run(args):
                     min_lr=args.min_lr, warmup_steps=args.warmup_steps, seed=args.seed,
                     eval_every=args.eval_every, eval_windows=args.eval_windows,
                     checkpoint_every=args.steps)
-    config = student.student_config(data.vocab_size, args.layers, args.d_model, args.heads,
-                                  args.kv_heads, args.head_dim, args.ffn_dim, args.window,
-                                  data.context, tokenizer.bos_id, tokenizer.eos_id,
-                                  tokenizer.pad_id or 0)
+    config = student.student_config_from_args(args, data.vocab_size, data.context, tokenizer)
     runs = {"distill": os.path.join(out, "distill"), "next-token": os.path.join(out, "next-token")}
     for objective, folder in runs.items():
         network = student.build_student(config, student.init_params(config, args.seed), args.backend)
@@ -120,13 +117,7 @@ def main(argv=None):
     p.add_argument("--eval-every", type=int, default=8)
     p.add_argument("--eval-windows", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--layers", type=int, default=4)
-    p.add_argument("--d-model", type=int, default=128)
-    p.add_argument("--heads", type=int, default=4)
-    p.add_argument("--kv-heads", type=int, default=1)
-    p.add_argument("--head-dim", type=int, default=32)
-    p.add_argument("--ffn-dim", type=int, default=512)
-    p.add_argument("--window", type=int, default=32)
+    student.add_student_arguments(p)
     p.add_argument("--teacher-eval", action="store_true",
                    help="also measure the teacher's held-out perplexity")
     p.add_argument("--figure", default=None, help="where to write the curves (PNG)")

@@ -30,6 +30,24 @@ def student_config(vocab_size, num_layers=4, d_model=128, num_heads=4, num_kv_he
                        eos_id=eos_id, pad_id=pad_id)
 
 
+def add_student_arguments(p):
+    """The student's shape as command-line options, defaulting to `student_config`'s."""
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--d-model", type=int, default=128)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--kv-heads", type=int, default=1)
+    p.add_argument("--head-dim", type=int, default=32)
+    p.add_argument("--ffn-dim", type=int, default=512)
+    p.add_argument("--window", type=int, default=32, help="sliding window of the local layers")
+
+
+def student_config_from_args(args, vocab_size, context, tokenizer):
+    """`student_config` from the options of `add_student_arguments`, with the tokenizer's ids."""
+    return student_config(vocab_size, args.layers, args.d_model, args.heads, args.kv_heads,
+                          args.head_dim, args.ffn_dim, args.window, context, tokenizer.bos_id,
+                          tokenizer.eos_id, tokenizer.pad_id or 0)
+
+
 def init_params(config, seed=0, std=0.02):
     """Initial weights: every matrix (the embedding too) N(0, std²), every norm gain 1 (w = 0,
     as Gemma initialises its zero-centred gains)."""

@@ -42,6 +42,12 @@ EXPF_POLY = (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
 P0, P1, P2, P3, P4, P5 = (np.float32(c) for c in EXPF_POLY)
 
 
+@njit(inline="always")
+def _bad_row(m, total):
+    """A row whose maximum is not finite, or whose sum is NaN or infinite, has no softmax."""
+    return not math.isfinite(m) or math.isnan(total) or total == np.inf
+
+
 @njit(cache=True, fastmath=FASTMATH)
 def _row_max_and_sum(row):
     """(max, sum) of a float32 row: the sum is NaN or +inf when the row holds NaN or +inf."""
@@ -80,7 +86,7 @@ def _sparse_rows(z, ids, weights, temperature, scale, row_loss, status):
     inv_tau = np.float32(1.0 / temperature)
     for t in prange(r):
         m, total = _row_max_and_sum(z[t])
-        if not math.isfinite(m) or math.isnan(total) or total == np.inf:
+        if _bad_row(m, total):
             status[t] = BAD_ROW
             continue
         w_sum, picked = 0.0, 0.0
@@ -208,7 +214,7 @@ def _draw_rows(z, uniforms, temperature, draws, drawn_p, status):
     inv_tau = np.float32(1.0 / temperature)
     for t in prange(r):
         m, total = _row_max_and_sum(z[t])
-        if not math.isfinite(m) or math.isnan(total) or total == np.inf:
+        if _bad_row(m, total):
             status[t] = BAD_ROW
             continue
         e = z[t].copy()
