@@ -20,15 +20,27 @@ class LayerKV:
     values: object  # [B, S, K, H]
     positions: object  # [B, S] int64, EMPTY_SLOT where nothing is stored
     ring: bool  # True: S = window, slot = position mod S
+    window: int = None  # keys a query sees, its own included (None: all, or not known)
 
     def update(self, k, v, pos, xp):
         """Store new keys; return (keys, values, key positions) the new queries attend to.
 
         k, v [B, T, K, H]; pos [B, T]. A ring layer returns its old slots followed by all T new
         keys (the chunk may be longer than the window), then keeps only the last S of them.
+        For one new token per row, when the window is at most S, it writes first and returns
+        the ring itself: the slot of position p held p − S or older, which the query at p may
+        not see (p − (p − S) = S ≥ window), so nothing it attends to is lost, and no S-slot copy
+        is made per layer and step. (A Griffin ring of W slots under the official convention,
+        window W + 1, does see p − W: it takes the copying path.)
         """
         B, S = self.positions.shape
         batch = xp.arange(B)[:, None]  # [B, 1]
+        if self.ring and k.shape[1] == 1 and self.window is not None and self.window <= S:
+            slots = pos % S  # [B, 1]
+            self.keys[batch, slots] = k
+            self.values[batch, slots] = v
+            self.positions[batch, slots] = pos
+            return self.keys, self.values, self.positions
         if self.ring:
             keys = xp.concatenate([self.keys, k], axis=1)  # [B, S + T, K, H]
             values = xp.concatenate([self.values, v], axis=1)
@@ -49,12 +61,14 @@ class LayerKV:
         return self.keys[:, :end], self.values[:, :end], self.positions[:, :end]
 
 
-def new_layer_kv(batch, slots, num_kv_heads, head_dim, ring, xp):
-    """An empty LayerKV: `slots` zero keys and values [B, S, K, H] float32, every slot empty."""
+def new_layer_kv(batch, slots, num_kv_heads, head_dim, ring, xp, window=None):
+    """An empty LayerKV: `slots` zero keys and values [B, S, K, H] float32, every slot empty;
+    `window`: the layer's attention window (None: global)."""
     shape = (batch, slots, num_kv_heads, head_dim)
     return LayerKV(keys=xp.zeros(shape, dtype=xp.float32),
                    values=xp.zeros(shape, dtype=xp.float32),
-                   positions=xp.full((batch, slots), EMPTY_SLOT, dtype=xp.int64), ring=ring)
+                   positions=xp.full((batch, slots), EMPTY_SLOT, dtype=xp.int64), ring=ring,
+                   window=window)
 
 
 @dataclass
@@ -79,7 +93,9 @@ def new_kv_cache(config, batch, max_len, xp):
     for i in range(config.num_layers):
         ring = config.is_local(i) and config.sliding_window < max_len
         slots = config.sliding_window if ring else max_len
-        layers.append(new_layer_kv(batch, slots, config.num_kv_heads, config.head_dim, ring, xp))
+        window = config.sliding_window if config.is_local(i) else None
+        layers.append(new_layer_kv(batch, slots, config.num_kv_heads, config.head_dim, ring, xp,
+                                   window))
     return KVCache(layers=layers, batch=batch, max_len=max_len)
 
 

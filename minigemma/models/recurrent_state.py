@@ -56,7 +56,8 @@ def new_griffin_cache(config, batch, xp):
     for i in range(config.num_layers):
         if config.is_attention(i):
             layers.append(new_layer_kv(batch, config.attention_window, config.num_kv_heads,
-                                       config.head_dim, True, xp))  # ring of the window
+                                       config.head_dim, True, xp,  # ring of the window
+                                       window=config.attention_span))
         else:
             layers.append(new_recurrent_state(config, batch, xp))
     return GriffinCache(layers=layers, batch=batch)

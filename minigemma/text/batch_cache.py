@@ -122,7 +122,8 @@ def _reslot(layer, slots, ring, xp):
     B, _, K, H = layer.keys.shape
     out = LayerKV(keys=xp.zeros((B, slots, K, H), dtype=layer.keys.dtype),
                   values=xp.zeros((B, slots, K, H), dtype=layer.values.dtype),
-                  positions=xp.full((B, slots), EMPTY_SLOT, dtype=xp.int64), ring=ring)
+                  positions=xp.full((B, slots), EMPTY_SLOT, dtype=xp.int64), ring=ring,
+                  window=layer.window)
     pos = layer.positions
     keep = pos != EMPTY_SLOT
     if ring:  # only the latest `slots` positions of each row fit, and they map to distinct slots

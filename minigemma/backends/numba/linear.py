@@ -2,9 +2,16 @@
 
     decode  (few rows of x): matvec — the output rows of one or several weights (q, k and v;
             gate and up, with the GELU applied in the same jobs) cut into jobs of about equal
-            bytes, one parallel loop over the jobs; each row of blocks is read once and dotted
-            with every x row, decoding inside the dot product:
-                out[m, o] = Σ_b d_b · Σ_j q_bj · x[m, 32b + j]      (q8_0; the other kinds alike)
+            bytes, one parallel loop over the jobs; each row of blocks is read once.
+            One row of x: the blocks are decoded inside the dot product,
+                out[o] = Σ_b d_b · Σ_j q_bj · x[32b + j]      (q8_0; the other kinds alike)
+            Several rows (a batch, or the drafts of a speculative step): the weight row is
+            unpacked once to float32 w_o (`unpack_<kind>`, in L1) and dotted with every row,
+                out[m, o] = Σ_i w_o[i] · x[m, i],  two weight rows and four rows of x at a time
+            (`dot_rows_2`). Decoding again for every row of x made 8 rows cost 4.3 single
+            rows in the output head (90 ms against 21, `bench --generation`); unpacked, 2.4
+            (55 against 23: one read, then 8 float32 dot products). One row stays on the fused
+            dot product, which does not store and reload the values (head 19 against 24 ms).
     prefill (many rows of x): the weight is decoded tile by tile (bit-exact, `blocks_numba`)
             into a float32 buffer and multiplied by BLAS: a GEMM, never token by token.
 
@@ -55,9 +62,11 @@ from minigemma.backends.numba.elementwise import geglu_exact_span, geglu_span
 from minigemma.backends.numba.jit import FASTMATH, kernel
 
 GEMM_MIN_ROWS = 32  # from this many rows of x on, decode weight tiles and call BLAS. Below it
-#                    the matvec (weights read once, decoded per row of x) is faster: at 8 rows
-#                    OpenBLAS's workers, spinning after each small GEMM, take the cores the tile
-#                    decoding needs (gate_proj 12.7 ms against 2.4; the head 190 against 129)
+#                    the matvec is faster (gate_proj at 16 rows 1.2 against 1.9 ms, even at 32;
+#                    BLAS wins from 64: 3.0 against 3.4), and OpenBLAS's workers, spinning after
+#                    each small GEMM, do not take the cores from Numba's threads
+UNPACK_MIN_ROWS = 2  # from this many rows of x on, each weight row is unpacked once to float32
+#                     and dotted with every row (`rows_unpacked`; module docstring)
 PARALLEL_MIN_BYTES = 1 << 18  # less weight than this in one call: a serial matvec beats waking
 #                               the threads
 JOBS_PER_THREAD = 4  # jobs of a parallel matvec per thread: a late thread delays one small job
@@ -196,10 +205,139 @@ rows_q4_k = rows_of(dot_q4_k, 144)
 rows_i8_16 = rows_of(dot_i8_16)
 
 
+@njit(inline="always", fastmath=FASTMATH)
+def unpack_q8_0(row, f16, lanes, out):
+    """One row of q8_0 blocks -> out float32 [I] = d · q (exact: 11 × 8 bits)."""
+    q = row.view(np.int8)
+    for b in range(row.shape[0] // 34):
+        off, base = b * 34, b * 32
+        d = fp16_at(row, off, f16)
+        for j in range(lanes):
+            out[base + j] = d * np.float32(q[off + 2 + j])
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def unpack_q4_0(row, f16, lanes, out):
+    """One row of q4_0 blocks -> out float32 [I] = d · (q − 8) (exact)."""
+    half = lanes // 2
+    for b in range(row.shape[0] // 18):
+        off, base = b * 18, b * 32
+        d = fp16_at(row, off, f16)
+        for j in range(half):
+            byte = np.int32(row[off + 2 + j])
+            out[base + j] = d * np.float32(np.int32(np.int32(byte & F4) - 8))
+            out[base + half + j] = d * np.float32(np.int32(np.int32(byte >> S4) - 8))
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def unpack_q4_k(row, f16, lanes, out):
+    """One row of q4_k blocks -> out float32 [I] = (d·sc)·q − dmin·m per sub-block (the
+    multiply and subtract may fuse into one FMA: within one rounding of `decode_row`)."""
+    for b in range(row.shape[0] // 144):
+        off, base = b * 144, b * 256
+        d, dmin = fp16_at(row, off, f16), fp16_at(row, off + 2, f16)
+        for g in range(4):  # 32 bytes: sub-block 2g (low nibbles), 2g + 1 (high)
+            sc0, m0 = q4_k_scale_min(row, off, 2 * g)
+            sc1, m1 = q4_k_scale_min(row, off, 2 * g + 1)
+            scale0, offset0 = d * np.float32(sc0), dmin * np.float32(m0)
+            scale1, offset1 = d * np.float32(sc1), dmin * np.float32(m1)
+            for l in range(lanes):
+                byte = np.int32(row[off + 16 + 32 * g + l])
+                out[base + 64 * g + l] = scale0 * np.float32(np.int32(byte & F4)) - offset0
+                out[base + 64 * g + 32 + l] = scale1 * np.float32(np.int32(byte >> S4)) - offset1
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def unpack_i8_16(row, f16, lanes, out):
+    """One i8_16 row -> out float32 [I] = scale · q (exact)."""
+    n = out.shape[0]
+    scales, q = row[:n // 4].view(np.float32), row[n // 4:].view(np.int8)
+    half = lanes // 2
+    for b in range(n // 32):
+        s0, s1, base = scales[2 * b], scales[2 * b + 1], 32 * b
+        for j in range(half):
+            out[base + j] = s0 * np.float32(q[base + j])
+            out[base + half + j] = s1 * np.float32(q[base + half + j])
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def dot_rows(w, x, out, o):
+    """w float32 [I] (one unpacked weight row), x [M, I] -> out[:, o] = x @ w."""
+    for m in range(x.shape[0]):
+        s = np.float32(0)
+        for i in range(x.shape[1]):
+            s += w[i] * x[m, i]
+        out[m, o] = s
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def dot_rows_2(w, v, x, out, o):
+    """w, v float32 [I] (weight rows o and o + 1, unpacked), x [M, I] -> out[:, o:o + 2].
+
+    Four rows of x at a time: each step loads 2 weight and 4 x vectors for 8 multiply-adds
+    into 8 independent sums (one weight row and 8 rows of x: 9 loads; head at 8 rows 68 -> 55
+    ms)."""
+    M, I = x.shape
+    m = 0
+    while m + 4 <= M:
+        a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = np.float32(0)
+        for i in range(I):
+            p, q = w[i], v[i]
+            x0, x1, x2, x3 = x[m, i], x[m + 1, i], x[m + 2, i], x[m + 3, i]
+            a0 += p * x0
+            a1 += p * x1
+            a2 += p * x2
+            a3 += p * x3
+            b0 += q * x0
+            b1 += q * x1
+            b2 += q * x2
+            b3 += q * x3
+        out[m, o], out[m + 1, o], out[m + 2, o], out[m + 3, o] = a0, a1, a2, a3
+        out[m, o + 1], out[m + 1, o + 1], out[m + 2, o + 1], out[m + 3, o + 1] = b0, b1, b2, b3
+        m += 4
+    for r in range(m, M):  # the last 1–3 rows of x
+        a0 = b0 = np.float32(0)
+        for i in range(I):
+            a0 += w[i] * x[r, i]
+            b0 += v[i] * x[r, i]
+        out[r, o], out[r, o + 1] = a0, b0
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def unpack_row(row, kind, f16, lanes, out):
+    """One row of blocks of any kept kind -> out float32 [I]."""
+    if kind == Q8_0:
+        unpack_q8_0(row, f16, lanes, out)
+    elif kind == Q4_0:
+        unpack_q4_0(row, f16, lanes, out)
+    elif kind == Q4_K:
+        unpack_q4_k(row, f16, lanes, out)
+    else:
+        unpack_i8_16(row, f16, lanes, out)
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def rows_unpacked(blocks, kind, x, f16, lanes, out, lo, hi):
+    """out[:, lo:hi] = x @ W[lo:hi]ᵀ for several rows of x: weight rows are unpacked to float32
+    two at a time (into L1) and dotted with every row of x. One dot product serves every kind
+    (the kind only picks the unpacking): a quarter of the code to compile."""
+    w = np.empty((2, x.shape[1]), np.float32)  # two weight rows [2, I]
+    for o in range(lo, hi, 2):
+        n = min(2, hi - o)  # 1: an odd last row
+        for r in range(n):  # one call site: the unpacking is compiled once
+            unpack_row(blocks[o + r], kind, f16, lanes, w[r])
+        if n == 2:
+            dot_rows_2(w[0], w[1], x, out, o)
+        else:
+            dot_rows(w[0], x, out, o)
+
+
 @njit(cache=True)
 def rows_any(blocks, kind, x, xsums, f16, lanes, out, lo, hi):
     """out[:, lo:hi] = x @ W[lo:hi]ᵀ for a weight of any kept kind."""
-    if kind == Q8_0:
+    if x.shape[0] >= UNPACK_MIN_ROWS:
+        rows_unpacked(blocks, kind, x, f16, lanes, out, lo, hi)
+    elif kind == Q8_0:
         rows_q8_0(blocks, x, xsums, f16, lanes, out, lo, hi)
     elif kind == Q4_0:
         rows_q4_0(blocks, x, xsums, f16, lanes, out, lo, hi)
@@ -296,8 +434,10 @@ def plan_for(weights, threads, paired=False):
 
 
 def _block_sums(x, plan):
-    """The per-call sums of x over 32 elements that q4_k needs, or an empty array."""
-    xsums = np.empty((x.shape[0], x.shape[1] // 32 if "q4_k" in plan.needs else 0), np.float32)
+    """The per-call sums of x over 32 elements that q4_k's one-row dot product needs, or an
+    empty array."""
+    needed = "q4_k" in plan.needs and x.shape[0] < UNPACK_MIN_ROWS
+    xsums = np.empty((x.shape[0], x.shape[1] // 32 if needed else 0), np.float32)
     if xsums.size:
         block_sums(x, 32, xsums)
     return xsums
