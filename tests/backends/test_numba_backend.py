@@ -93,6 +93,7 @@ def test_serial_and_parallel_kernels_agree(nb):
                                                   *(np.empty((5, 6), np.float32) for _ in "guo"))),
         "dequantize_rows": (Bk.dequantize_rows, lambda: (w.blocks, Bk.KIND_CODES["q4_k"],
                                                          np.arange(6), 1.5, Bk.F16_TO_F32,
+                                                         Bk.LANES,
                                                          np.empty((6, 256), np.float32))),
         "attention": (A.attention, lambda: (q, kv, kv, pos, pos, 0.25, 4, 0.0,
                                             np.empty_like(q))),

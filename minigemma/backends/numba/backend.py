@@ -167,8 +167,8 @@ class NumbaBackend(Backend):
         rows = _ints(ids.reshape(-1))
         out = np.empty((rows.size, table.shape[1]), dtype=np.float32)
         self._blocks.dequantize_rows(table.blocks, self._blocks.KIND_CODES[table.kind], rows,
-                                     float(scale), self._blocks.F16_TO_F32, out,
-                                     parallel=out.size >= PARALLEL_MIN_WORK)
+                                     float(scale), self._blocks.F16_TO_F32, self._blocks.LANES,
+                                     out, parallel=out.size >= PARALLEL_MIN_WORK)
         return out.reshape(*ids.shape, table.shape[1])  # [B, T, D]
 
     def rms_norm(self, x, gain, eps):
@@ -302,7 +302,7 @@ class NumbaBackend(Backend):
             lin.matvec_geglu(blocks, blocks, plan.kinds[:2], plan.jobs, x,
                              np.empty((2, 0), np.float32), b.F16_TO_F32, lin.LANES, False, *out4,
                              parallel=parallel)
-            b.dequantize_rows(blocks, 0, np.arange(2), 1.0, b.F16_TO_F32,
+            b.dequantize_rows(blocks, 0, np.arange(2), 1.0, b.F16_TO_F32, b.LANES,
                               np.empty((2, 64), np.float32), parallel=parallel)
             att = self._attention
             att.attention(q, kv, kv, pos, pos, 1.0, att.NO_WINDOW, 0.0, np.empty_like(q),

@@ -6,12 +6,14 @@ same order (no fastmath: no fused multiply-add), so their output is bit-identica
 reference. fp16 scales are read through a 65536-entry table (`F16_TO_F32`, as ggml's
 `ggml_table_f32_f16`): one load instead of bit surgery.
 
-    dequantize_rows(blocks, kind, rows, scale, f16, out)   out[r] = decode(blocks[rows[r]]) · scale
+    dequantize_rows(blocks, kind, rows, scale, f16, lanes, out)
+                                                           out[r] = decode(blocks[rows[r]]) · scale
     widen_q5_0(w)                                          q5_0 -> q8_0, value for value
     widen_q6_k(w)                                          q6_k -> i8_16, value for value
 
 `dequantize_rows` serves the embedding lookup (only the looked-up rows are decoded) and the row
-tiles that `linear_numba` hands to BLAS for prefill.
+tiles that `linear_numba` hands to BLAS for prefill. Its row decoder, `decode_row`, is also
+the one the matvec of several rows inlines (`linear.rows_unpacked`, with fastmath).
 
 Why widen q5_0: a q5_0 value is d·(q − 16) with q − 16 in [−16, 15], which a q8_0 block holds
 exactly with the same fp16 d. The q8_0 dot product is one sign-extend, convert and FMA per
@@ -53,6 +55,7 @@ class KernelWeight:
     def nbytes(self):
         return self.blocks.nbytes
 
+LANES = 32  # the block length, passed to the kernels at run time (see `decode_row`)
 F16_TO_F32 = np.arange(65536, dtype=np.uint16).view(np.float16).astype(np.float32)  # exact
 
 
@@ -86,25 +89,34 @@ def q4_k_scale_min(row, off, s):
     return sc, m
 
 
-@njit(cache=True)
-def decode_row(row, kind, f16, out):
-    """One row of blocks (uint8 [row_bytes]) of `kind` -> out float32 [I], bit-exact."""
+@njit(inline="always")
+def decode_row(row, kind, f16, lanes, out):
+    """One row of blocks (uint8 [row_bytes]) of `kind` -> out float32 [I], bit-exact.
+
+    `lanes` is the block length, 32, passed at run time so that LLVM vectorises each block's
+    loop instead of unrolling it (linear.py says why). Inlined where it is called: in the exact
+    `dequantize_rows` (no fastmath) it is bit-identical to the reference; in the matvec's
+    `rows_unpacked` (fastmath) q4_k's multiply and subtract may fuse into one FMA, one
+    rounding away.
+    """
+    half = lanes // 2
     if kind == Q8_0:
-        for b in range(row.shape[0] // 34):  # pass: d · q
+        q = row.view(np.int8)
+        for b in range(row.shape[0] // 34):  # d · q
             off, base = b * 34, b * 32
             d = fp16_at(row, off, f16)
-            for j in range(32):
-                out[base + j] = d * np.float32(signed8(row[off + 2 + j]))
+            for j in range(lanes):
+                out[base + j] = d * np.float32(q[off + 2 + j])
     elif kind == Q4_0:
-        for b in range(row.shape[0] // 18):  # pass: d · (q − 8)
+        for b in range(row.shape[0] // 18):  # d · (q − 8): low nibbles, then high
             off, base = b * 18, b * 32
             d = fp16_at(row, off, f16)
-            for j in range(16):
+            for j in range(half):
                 byte = np.int32(row[off + 2 + j])
-                out[base + j] = d * np.float32((byte & 0x0F) - 8)
-                out[base + j + 16] = d * np.float32((byte >> 4) - 8)
+                out[base + j] = d * np.float32(np.int32(np.int32(byte & 0x0F) - 8))
+                out[base + half + j] = d * np.float32(np.int32(np.int32(byte >> 4) - 8))
     elif kind == Q4_K:
-        for b in range(row.shape[0] // 144):  # pass: (d · sc) · q − (dmin · m) per sub-block
+        for b in range(row.shape[0] // 144):  # (d · sc) · q − (dmin · m) per sub-block
             off, base = b * 144, b * 256
             d, dmin = fp16_at(row, off, f16), fp16_at(row, off + 2, f16)
             for g in range(4):  # 32 bytes: sub-block 2g (low nibbles), 2g + 1 (high)
@@ -112,27 +124,32 @@ def decode_row(row, kind, f16, out):
                 sc1, m1 = q4_k_scale_min(row, off, 2 * g + 1)
                 scale0, offset0 = d * np.float32(sc0), dmin * np.float32(m0)
                 scale1, offset1 = d * np.float32(sc1), dmin * np.float32(m1)
-                for l in range(32):
+                for l in range(lanes):
                     byte = np.int32(row[off + 16 + 32 * g + l])
-                    out[base + 64 * g + l] = scale0 * np.float32(byte & 0x0F) - offset0
-                    out[base + 64 * g + 32 + l] = scale1 * np.float32(byte >> 4) - offset1
+                    out[base + 64 * g + l] = scale0 * np.float32(np.int32(byte & 0x0F)) - offset0
+                    out[base + 64 * g + 32 + l] = (scale1 * np.float32(np.int32(byte >> 4))
+                                                   - offset1)
     else:  # I8_16: scale · q, the float32 product of the reference's (d · scale) and q
         n = out.shape[0]
         scales, q = row[:n // 4].view(np.float32), row[n // 4:].view(np.int8)
-        for j in range(n):
-            out[j] = scales[j // 16] * np.float32(q[j])
+        for b in range(n // 32):  # two scales per 32 values
+            s0, s1, base = scales[2 * b], scales[2 * b + 1], 32 * b
+            for j in range(half):
+                out[base + j] = s0 * np.float32(q[base + j])
+                out[base + half + j] = s1 * np.float32(q[base + half + j])
 
 
 @kernel(fastmath=False)  # exact: bit-identical to minigemma.formats.gguf.blocks
 def dequantize_rows(loop):
-    def dequantize_rows(blocks, kind, rows, scale, f16, out):
-        """blocks uint8 [O, row_bytes], rows int64 [R] -> out float32 [R, I] = decode · scale.
+    def dequantize_rows(blocks, kind, rows, scale, f16, lanes, out):
+        """blocks uint8 [O, row_bytes], rows int64 [R] -> out float32 [R, I] = decode · scale
+        (lanes: the block length, 32, as a run-time value; see `decode_row`).
 
         scale = 1 gives the plain dequantized rows (multiplying by 1.0 is exact).
         """
         s = np.float32(scale)  # multiply in float32, as the reference does
         for r in loop(rows.shape[0]):  # each token / tile row writes its own output row
-            decode_row(blocks[rows[r]], kind, f16, out[r])
+            decode_row(blocks[rows[r]], kind, f16, lanes, out[r])
             if s != 1:
                 for i in range(out.shape[1]):
                     out[r, i] *= s

@@ -6,7 +6,7 @@
             One row of x: the blocks are decoded inside the dot product,
                 out[o] = Σ_b d_b · Σ_j q_bj · x[32b + j]      (q8_0; the other kinds alike)
             Several rows (a batch, or the drafts of a speculative step): the weight row is
-            unpacked once to float32 w_o (`unpack_<kind>`, in L1) and dotted with every row,
+            decoded once to float32 w_o (`blocks.decode_row`, in L1) and dotted with every row,
                 out[m, o] = Σ_i w_o[i] · x[m, i],  two weight rows and four rows of x at a time
             (`dot_rows_2`). Decoding again for every row of x made 8 rows cost 4.3 single
             rows in the output head (90 ms against 21, `bench --generation`); unpacked, 2.4
@@ -50,9 +50,11 @@ from numba import njit
 from minigemma.backends.numba.blocks import (
     F16_TO_F32,
     KIND_CODES,
+    LANES,
     Q4_0,
     Q4_K,
     Q8_0,
+    decode_row,
     dequantize_rows,
     fp16_at,
     q4_k_scale_min,
@@ -73,7 +75,6 @@ JOBS_PER_THREAD = 4  # jobs of a parallel matvec per thread: a late thread delay
 MAX_WEIGHTS = 3  # weights per matvec call (q, k, v); fewer are padded with an empty weight, so
 #                  that the kernel has one signature
 TILE_BYTES = 1 << 23  # float32 tile of decoded weight rows handed to the GEMM
-LANES = 32  # the block length, passed at run time (see the module docstring)
 F4, S4 = np.int32(15), np.int32(4)  # nibble mask, nibble shift
 
 
@@ -206,61 +207,6 @@ rows_i8_16 = rows_of(dot_i8_16)
 
 
 @njit(inline="always", fastmath=FASTMATH)
-def unpack_q8_0(row, f16, lanes, out):
-    """One row of q8_0 blocks -> out float32 [I] = d · q (exact: 11 × 8 bits)."""
-    q = row.view(np.int8)
-    for b in range(row.shape[0] // 34):
-        off, base = b * 34, b * 32
-        d = fp16_at(row, off, f16)
-        for j in range(lanes):
-            out[base + j] = d * np.float32(q[off + 2 + j])
-
-
-@njit(inline="always", fastmath=FASTMATH)
-def unpack_q4_0(row, f16, lanes, out):
-    """One row of q4_0 blocks -> out float32 [I] = d · (q − 8) (exact)."""
-    half = lanes // 2
-    for b in range(row.shape[0] // 18):
-        off, base = b * 18, b * 32
-        d = fp16_at(row, off, f16)
-        for j in range(half):
-            byte = np.int32(row[off + 2 + j])
-            out[base + j] = d * np.float32(np.int32(np.int32(byte & F4) - 8))
-            out[base + half + j] = d * np.float32(np.int32(np.int32(byte >> S4) - 8))
-
-
-@njit(inline="always", fastmath=FASTMATH)
-def unpack_q4_k(row, f16, lanes, out):
-    """One row of q4_k blocks -> out float32 [I] = (d·sc)·q − dmin·m per sub-block (the
-    multiply and subtract may fuse into one FMA: within one rounding of `decode_row`)."""
-    for b in range(row.shape[0] // 144):
-        off, base = b * 144, b * 256
-        d, dmin = fp16_at(row, off, f16), fp16_at(row, off + 2, f16)
-        for g in range(4):  # 32 bytes: sub-block 2g (low nibbles), 2g + 1 (high)
-            sc0, m0 = q4_k_scale_min(row, off, 2 * g)
-            sc1, m1 = q4_k_scale_min(row, off, 2 * g + 1)
-            scale0, offset0 = d * np.float32(sc0), dmin * np.float32(m0)
-            scale1, offset1 = d * np.float32(sc1), dmin * np.float32(m1)
-            for l in range(lanes):
-                byte = np.int32(row[off + 16 + 32 * g + l])
-                out[base + 64 * g + l] = scale0 * np.float32(np.int32(byte & F4)) - offset0
-                out[base + 64 * g + 32 + l] = scale1 * np.float32(np.int32(byte >> S4)) - offset1
-
-
-@njit(inline="always", fastmath=FASTMATH)
-def unpack_i8_16(row, f16, lanes, out):
-    """One i8_16 row -> out float32 [I] = scale · q (exact)."""
-    n = out.shape[0]
-    scales, q = row[:n // 4].view(np.float32), row[n // 4:].view(np.int8)
-    half = lanes // 2
-    for b in range(n // 32):
-        s0, s1, base = scales[2 * b], scales[2 * b + 1], 32 * b
-        for j in range(half):
-            out[base + j] = s0 * np.float32(q[base + j])
-            out[base + half + j] = s1 * np.float32(q[base + half + j])
-
-
-@njit(inline="always", fastmath=FASTMATH)
 def dot_rows(w, x, out, o):
     """w float32 [I] (one unpacked weight row), x [M, I] -> out[:, o] = x @ w."""
     for m in range(x.shape[0]):
@@ -274,9 +220,9 @@ def dot_rows(w, x, out, o):
 def dot_rows_2(w, v, x, out, o):
     """w, v float32 [I] (weight rows o and o + 1, unpacked), x [M, I] -> out[:, o:o + 2].
 
-    Four rows of x at a time: each step loads 2 weight and 4 x vectors for 8 multiply-adds
-    into 8 independent sums (one weight row and 8 rows of x: 9 loads; head at 8 rows 68 -> 55
-    ms)."""
+    out[m, o + r] = Σ_i w_r[i] · x[m, i], four rows of x at a time: each step loads 2 weight and
+    4 x vectors for 8 multiply-adds into 8 independent sums. (One weight row against 8 rows of x
+    loads 9 vectors per 8: the head at 8 rows took 68 ms against 55.)"""
     M, I = x.shape
     m = 0
     while m + 4 <= M:
@@ -303,29 +249,17 @@ def dot_rows_2(w, v, x, out, o):
         out[r, o], out[r, o + 1] = a0, b0
 
 
-@njit(inline="always", fastmath=FASTMATH)
-def unpack_row(row, kind, f16, lanes, out):
-    """One row of blocks of any kept kind -> out float32 [I]."""
-    if kind == Q8_0:
-        unpack_q8_0(row, f16, lanes, out)
-    elif kind == Q4_0:
-        unpack_q4_0(row, f16, lanes, out)
-    elif kind == Q4_K:
-        unpack_q4_k(row, f16, lanes, out)
-    else:
-        unpack_i8_16(row, f16, lanes, out)
-
-
 @njit(cache=True, fastmath=FASTMATH)
 def rows_unpacked(blocks, kind, x, f16, lanes, out, lo, hi):
-    """out[:, lo:hi] = x @ W[lo:hi]ᵀ for several rows of x: weight rows are unpacked to float32
-    two at a time (into L1) and dotted with every row of x. One dot product serves every kind
-    (the kind only picks the unpacking): a quarter of the code to compile."""
+    """out[:, lo:hi] = x @ W[lo:hi]ᵀ for several rows of x: weight rows are decoded to float32
+    (`decode_row`, the exact decoder) two at a time into L1 and dotted with every row of x. One
+    dot product serves every kind (the kind only picks the decoding): a quarter of the code to
+    compile."""
     w = np.empty((2, x.shape[1]), np.float32)  # two weight rows [2, I]
     for o in range(lo, hi, 2):
         n = min(2, hi - o)  # 1: an odd last row
-        for r in range(n):  # one call site: the unpacking is compiled once
-            unpack_row(blocks[o + r], kind, f16, lanes, w[r])
+        for r in range(n):  # one call site: the decoding is inlined once
+            decode_row(blocks[o + r], kind, f16, lanes, w[r])
         if n == 2:
             dot_rows_2(w[0], w[1], x, out, o)
         else:
@@ -476,11 +410,11 @@ def gemm_blocks(x, w):
     rows_per_tile = max(1, min(O, TILE_BYTES // (4 * I)))
     tile = _scratch(rows_per_tile * I).reshape(rows_per_tile, I)
     if rows_per_tile == O:  # one tile: the GEMM writes the result itself
-        dequantize_rows(w.blocks, kind, np.arange(O), 1.0, F16_TO_F32, tile)
+        dequantize_rows(w.blocks, kind, np.arange(O), 1.0, F16_TO_F32, LANES, tile)
         return np.matmul(x, tile.T, out=out)  # BLAS: [M, I] @ [I, O]
     for start in range(0, O, rows_per_tile):
         rows = np.arange(start, min(O, start + rows_per_tile))
-        dequantize_rows(w.blocks, kind, rows, 1.0, F16_TO_F32, tile)
+        dequantize_rows(w.blocks, kind, rows, 1.0, F16_TO_F32, LANES, tile)
         out[:, start:start + rows.size] = x @ tile[:rows.size].T
     return out
 
