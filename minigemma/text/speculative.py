@@ -34,7 +34,7 @@ from minigemma.text.sampling import apply_repetition_penalty, probabilities
 class PromptLookup:
     """How to draft: up to `num_draft` tokens after a match of the last `max_ngram` … `min_ngram`
     tokens. `speculative=True` means PromptLookup(); an integer k means PromptLookup(k)."""
-    num_draft: int = 4
+    num_draft: int = 3  # 1 + 3 positions: the Numba matvec's group of four rows of x
     max_ngram: int = 3
     min_ngram: int = 1
 

@@ -85,11 +85,9 @@ def test_serial_and_parallel_kernels_agree(nb):
     paired = L.MatvecPlan(pair, threads=2, paired=True)
     calls = {
         "matvec": (L.matvec, lambda: (tuple(v.blocks for v in ws), plan.kinds, plan.jobs, x,
-                                      xs, Bk.F16_TO_F32, L.LANES,
-                                      tuple(np.empty((5, n), np.float32) for n in (6, 9, 4)))),
+                                      xs, tuple(np.empty((5, n), np.float32) for n in (6, 9, 4)))),
         "matvec_geglu": (L.matvec_geglu, lambda: (pair[0].blocks, pair[1].blocks, paired.kinds,
-                                                  paired.jobs, x, xs, Bk.F16_TO_F32, L.LANES,
-                                                  False,
+                                                  paired.jobs, x, xs, False,
                                                   *(np.empty((5, 6), np.float32) for _ in "guo"))),
         "dequantize_rows": (Bk.dequantize_rows, lambda: (w.blocks, Bk.KIND_CODES["q4_k"],
                                                          np.arange(6), 1.5, Bk.F16_TO_F32,

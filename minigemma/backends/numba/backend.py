@@ -297,11 +297,9 @@ class NumbaBackend(Backend):
         pos = np.arange(3)[None]
         for parallel in (True, False):  # the kind code is a value: one signature serves all
             lin.matvec((blocks,) + (lin._EMPTY_BLOCKS,) * pad, plan.kinds, plan.jobs, x,
-                       np.empty((2, 0), np.float32), b.F16_TO_F32, lin.LANES, outs,
-                       parallel=parallel)
+                       np.empty((2, 0), np.float32), outs, parallel=parallel)
             lin.matvec_geglu(blocks, blocks, plan.kinds[:2], plan.jobs, x,
-                             np.empty((2, 0), np.float32), b.F16_TO_F32, lin.LANES, False, *out4,
-                             parallel=parallel)
+                             np.empty((2, 0), np.float32), False, *out4, parallel=parallel)
             b.dequantize_rows(blocks, 0, np.arange(2), 1.0, b.F16_TO_F32, b.LANES,
                               np.empty((2, 64), np.float32), parallel=parallel)
             att = self._attention

@@ -12,8 +12,7 @@ reference. fp16 scales are read through a 65536-entry table (`F16_TO_F32`, as gg
     widen_q6_k(w)                                          q6_k -> i8_16, value for value
 
 `dequantize_rows` serves the embedding lookup (only the looked-up rows are decoded) and the row
-tiles that `linear_numba` hands to BLAS for prefill. Its row decoder, `decode_row`, is also
-the one the matvec of several rows inlines (`linear.rows_unpacked`, with fastmath).
+tiles that `linear_numba` hands to BLAS for prefill.
 
 Why widen q5_0: a q5_0 value is d·(q − 16) with q − 16 in [−16, 15], which a q8_0 block holds
 exactly with the same fp16 d. The q8_0 dot product is one sign-extend, convert and FMA per
@@ -94,10 +93,8 @@ def decode_row(row, kind, f16, lanes, out):
     """One row of blocks (uint8 [row_bytes]) of `kind` -> out float32 [I], bit-exact.
 
     `lanes` is the block length, 32, passed at run time so that LLVM vectorises each block's
-    loop instead of unrolling it (linear.py says why). Inlined where it is called: in the exact
-    `dequantize_rows` (no fastmath) it is bit-identical to the reference; in the matvec's
-    `rows_unpacked` (fastmath) q4_k's multiply and subtract may fuse into one FMA, one
-    rounding away.
+    loop instead of unrolling it and vectorising across blocks with gathers (2–5× slower).
+    Compiled without fastmath, so bit-identical to the reference.
     """
     half = lanes // 2
     if kind == Q8_0:

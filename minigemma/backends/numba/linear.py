@@ -2,36 +2,42 @@
 
     decode  (few rows of x): matvec — the output rows of one or several weights (q, k and v;
             gate and up, with the GELU applied in the same jobs) cut into jobs of about equal
-            bytes, one parallel loop over the jobs; each row of blocks is read once.
-            One row of x: the blocks are decoded inside the dot product,
+            bytes, one parallel loop over the jobs; each row of blocks is read from memory once.
+            One row of x: the blocks are decoded inside the dot product, eight lanes at a time
+            (`vectors`), one vector sum per weight row,
                 out[o] = Σ_b d_b · Σ_j q_bj · x[32b + j]      (q8_0; the other kinds alike)
-            Several rows (a batch, or the drafts of a speculative step): the weight row is
-            decoded once to float32 w_o (`blocks.decode_row`, in L1) and dotted with every row,
-                out[m, o] = Σ_i w_o[i] · x[m, i],  two weight rows and four rows of x at a time
-            (`dot_rows_2`). Decoding again for every row of x made 8 rows cost 4.3 single
-            rows in the output head (90 ms against 21, `bench --generation`); unpacked, 2.4
-            (55 against 23: one read, then 8 float32 dot products). One row stays on the fused
-            dot product, which does not store and reload the values (head 19 against 24 ms).
+            Four rows of x (a batch, or a speculative step's 1 + 3 positions): each group of
+            eight weights is dequantized once, w = d_b · q_bj as the reference does, and
+            multiplied into four accumulators, one per row of x (`dot8_*`: two weight rows at
+            a time for the 8-bit kinds, 8 accumulators; one for the 4-bit kinds). Rows of x
+            beyond a multiple of four take the one-row dot product, the weight row by then in L1.
     prefill (many rows of x): the weight is decoded tile by tile (bit-exact, `blocks_numba`)
             into a float32 buffer and multiplied by BLAS: a GEMM, never token by token.
 
-The dot products accumulate in float32 in their own order (fastmath reassociates to vectorise),
-so they match the reference's dequantize-then-matmul to float32 rounding, not bitwise.
+The dot products accumulate in float32 in their own order (eight lanes, fused multiply-adds),
+so they match the reference's dequantize-then-matmul to float32 rounding, not bitwise; a row
+of x decoded in a group of four rounds differently from the same row alone.
 
-What keeps the loops fast (single-thread matvec on the real model's matrices, thread CPU time,
-best of 40, against the kernels before this version):
-- The block length comes in as a run-time argument (`lanes` = 32): with a literal 32, LLVM
-  unrolls the inner loop and vectorises across blocks with gathers, 2–5× slower.
-- Integer work stays in int32 (`np.int32(...)` around every bit operation). Numba widens integer
-  arithmetic to int64, and LLVM then unpacked nibbles in 64-bit lanes (4 per register instead of
-  8) or converted int64 to float one by one.
-- q4_k: one vector accumulator per sub-block (8) over the 32 lanes of a block, so the sub-block
-  scales are applied once per sub-block, not once per weight; its minimum term needs Σ x per 32
-  elements, the same for every output row, so it is computed once per call (`block_sums`), as
-  llama.cpp does. 2.4 -> 3.4 GB/s per core.
-- q6_k is widened at load to i8_16 (blocks.py): 2.6 GB/s of q6_k -> 10 GB/s of i8_16 (3.8 -> 8.0
-  G weights/s). q8_0 is unchanged at 9.7 GB/s (34 bytes of weight per 32 multiply-adds: with two
-  cores it streams at the memory's speed).
+Why eight-lane values instead of loops for LLVM to vectorise: a loop over one block vectorises,
+but every block then ended in a horizontal sum and the loop's entry and exit checks, ~40
+instructions per 32 multiply-adds; one vector accumulator across the blocks takes 17. One
+thread, weights streamed from memory (G multiply-adds/s; the previous loops, two interleaved
+runs, against these):
+
+    q8_0 4.5 / 4.5 -> 8.0 / 8.7    q4_0 3.8 / 4.0 -> 6.3 / 7.4
+    q4_k 5.1 / 5.3 -> 6.6 / 6.9    i8_16 3.7 / 4.7 -> 7.0 / 6.3
+
+With two cores the q8_0 output head (178 MB) streams at about the speed of a plain byte scan
+(docs/benchmarks.md). Four rows of x: q8_0 and i8_16 18–25, q4_k 11–15 G/s on one core.
+
+- The fp16 scales are converted by F16C (`vectors.load_f16`); `blocks.fp16_at`'s 65536-entry
+  table missed L1 on real scales (head 12.9 against 10.9 ms).
+- Every block asks for the cache line PREFETCH_BYTES ahead (`vectors.prefetch`).
+- q4_k: the 8 sub-block sums Σ q·x are scaled once per sub-block; its minimum term needs Σ x per
+  32 elements, the same for every weight row, computed once per call (`block_sums`), as
+  llama.cpp does. Its 6-bit scales stay int32 work (`blocks.q4_k_scale_min`): Numba widens
+  integer arithmetic to int64 otherwise.
+- q6_k is widened at load to i8_16 and q5_0 to q8_0 (blocks.py says why).
 - Each kind's row loop is its own compiled function (`rows_of`): one loop inlining all the dot
   products ran q8_0 10 % and q4_k 20 % slower.
 
@@ -47,6 +53,7 @@ import weakref
 import numpy as np
 from numba import njit
 
+from minigemma.backends.numba import vectors as V
 from minigemma.backends.numba.blocks import (
     F16_TO_F32,
     KIND_CODES,
@@ -54,11 +61,8 @@ from minigemma.backends.numba.blocks import (
     Q4_0,
     Q4_K,
     Q8_0,
-    decode_row,
     dequantize_rows,
-    fp16_at,
     q4_k_scale_min,
-    signed8,
 )
 from minigemma.backends.numba.elementwise import geglu_exact_span, geglu_span
 from minigemma.backends.numba.jit import FASTMATH, kernel
@@ -67,242 +71,279 @@ GEMM_MIN_ROWS = 32  # from this many rows of x on, decode weight tiles and call 
 #                    the matvec is faster (gate_proj at 16 rows 1.2 against 1.9 ms, even at 32;
 #                    BLAS wins from 64: 3.0 against 3.4), and OpenBLAS's workers, spinning after
 #                    each small GEMM, do not take the cores from Numba's threads
-UNPACK_MIN_ROWS = 2  # from this many rows of x on, each weight row is unpacked once to float32
-#                     and dotted with every row (`rows_unpacked`; module docstring)
 PARALLEL_MIN_BYTES = 1 << 18  # less weight than this in one call: a serial matvec beats waking
 #                               the threads
 JOBS_PER_THREAD = 4  # jobs of a parallel matvec per thread: a late thread delays one small job
 MAX_WEIGHTS = 3  # weights per matvec call (q, k, v); fewer are padded with an empty weight, so
 #                  that the kernel has one signature
+PREFETCH_BYTES = 2048  # how far ahead in the weights the dot products ask for cache lines
+#                        (a head-sized q8_0 matrix on two cores: 10.6–11.3 ms without,
+#                        8.8–10.6 with, 4096: 8.4–9.0; in a decode step's matrices neither
+#                        1024 nor 4096 measured better than the machine's noise)
 TILE_BYTES = 1 << 23  # float32 tile of decoded weight rows handed to the GEMM
-F4, S4 = np.int32(15), np.int32(4)  # nibble mask, nibble shift
 
 
 @njit(inline="always", fastmath=FASTMATH)
-def dot_q8_0(row, x, f16, lanes):
-    acc = np.float32(0)
+def dot_q8_0(row, x, xsums):
+    """row uint8 [I/32 · 34] (one weight row), x [I] -> Σ_b d_b Σ_j q_bj x_bj."""
+    acc = V.zeros()
     for b in range(row.shape[0] // 34):
-        off, base = b * 34, b * 32
-        s = np.float32(0)
-        for j in range(lanes):
-            s += np.float32(signed8(row[off + 2 + j])) * x[base + j]
-        acc += fp16_at(row, off, f16) * s
-    return acc
+        off, e = 34 * b, 32 * b
+        V.prefetch(row, off + PREFETCH_BYTES)
+        s = V.mul(V.load_i8(row, off + 2), V.load_f32(x, e))  # the block's four quarters
+        s = V.fma(V.load_i8(row, off + 10), V.load_f32(x, e + 8), s)
+        s = V.fma(V.load_i8(row, off + 18), V.load_f32(x, e + 16), s)
+        s = V.fma(V.load_i8(row, off + 26), V.load_f32(x, e + 24), s)
+        acc = V.fma(V.splat(V.load_f16(row, off)), s, acc)
+    return V.hsum(acc)
 
 
 @njit(inline="always", fastmath=FASTMATH)
-def dot_q4_0(row, x, f16, lanes):
-    acc = np.float32(0)
-    half = lanes // 2
+def dot_q4_0(row, x, xsums):
+    """row uint8 [I/32 · 18], x [I] -> Σ_b d_b Σ_j (q_bj − 8) x_bj: a block's low nibbles
+    are its values 0..15, the high ones 16..31."""
+    acc = V.zeros()
+    eight = V.splat(np.float32(8))
     for b in range(row.shape[0] // 18):
-        off, base = b * 18, b * 32
-        s = np.float32(0)
-        for j in range(half):
-            byte = np.int32(row[off + 2 + j])
-            s += np.float32(np.int32(np.int32(byte & F4) - 8)) * x[base + j]
-            s += np.float32(np.int32(np.int32(byte >> S4) - 8)) * x[base + 16 + j]
-        acc += fp16_at(row, off, f16) * s
-    return acc
+        off, e = 18 * b, 32 * b
+        V.prefetch(row, off + PREFETCH_BYTES)
+        s = V.mul(V.sub(V.load_nibbles(row, off + 2, 0), eight), V.load_f32(x, e))
+        s = V.fma(V.sub(V.load_nibbles(row, off + 10, 0), eight), V.load_f32(x, e + 8), s)
+        s = V.fma(V.sub(V.load_nibbles(row, off + 2, 4), eight), V.load_f32(x, e + 16), s)
+        s = V.fma(V.sub(V.load_nibbles(row, off + 10, 4), eight), V.load_f32(x, e + 24), s)
+        acc = V.fma(V.splat(V.load_f16(row, off)), s, acc)
+    return V.hsum(acc)
 
 
 @njit(inline="always", fastmath=FASTMATH)
-def dot_q4_k(blocks, x, xsums, f16, lanes):
-    """blocks [I/256, 144] (one row), x [I], xsums [I/32] ->
+def dot_q4_k(row, x, xsums):
+    """row uint8 [I/256 · 144], x [I], xsums [I/32] ->
     Σ_s (d·sc_s) Σ_j q_sj x_sj − (dmin·m_s) Σ_j x_sj over the 8 sub-blocks s of 32 per block.
 
     Group g's 32 bytes hold sub-block 2g in their low nibbles and 2g + 1 in their high ones.
     """
-    acc = np.float32(0)
+    acc = V.zeros()
     mins = np.float32(0)
-    for b in range(blocks.shape[0]):
-        blk = blocks[b]
-        t0 = t1 = t2 = t3 = t4 = t5 = t6 = t7 = np.float32(0)  # Σ q x of sub-blocks 0..7
-        for l in range(lanes):  # pass 1: the 8 sub-block sums, lane by lane
-            q0, q1 = np.int32(blk[16 + l]), np.int32(blk[48 + l])
-            q2, q3 = np.int32(blk[80 + l]), np.int32(blk[112 + l])
-            e = 256 * b + l
-            t0 += np.float32(np.int32(q0 & F4)) * x[e]
-            t1 += np.float32(np.int32(q0 >> S4)) * x[e + 32]
-            t2 += np.float32(np.int32(q1 & F4)) * x[e + 64]
-            t3 += np.float32(np.int32(q1 >> S4)) * x[e + 96]
-            t4 += np.float32(np.int32(q2 & F4)) * x[e + 128]
-            t5 += np.float32(np.int32(q2 >> S4)) * x[e + 160]
-            t6 += np.float32(np.int32(q3 & F4)) * x[e + 192]
-            t7 += np.float32(np.int32(q3 >> S4)) * x[e + 224]
-        sc0, m0 = q4_k_scale_min(blk, 0, 0)  # pass 2: scales and minimums
-        sc1, m1 = q4_k_scale_min(blk, 0, 1)
-        sc2, m2 = q4_k_scale_min(blk, 0, 2)
-        sc3, m3 = q4_k_scale_min(blk, 0, 3)
-        sc4, m4 = q4_k_scale_min(blk, 0, 4)
-        sc5, m5 = q4_k_scale_min(blk, 0, 5)
-        sc6, m6 = q4_k_scale_min(blk, 0, 6)
-        sc7, m7 = q4_k_scale_min(blk, 0, 7)
-        acc += fp16_at(blk, 0, f16) * (
-            (np.float32(sc0) * t0 + np.float32(sc1) * t1) + (np.float32(sc2) * t2
-                                                             + np.float32(sc3) * t3)
-            + (np.float32(sc4) * t4 + np.float32(sc5) * t5) + (np.float32(sc6) * t6
-                                                               + np.float32(sc7) * t7))
-        xs = xsums[8 * b:8 * b + 8]
-        mins += fp16_at(blk, 2, f16) * (
-            (np.float32(m0) * xs[0] + np.float32(m1) * xs[1]) + (np.float32(m2) * xs[2]
-                                                                 + np.float32(m3) * xs[3])
-            + (np.float32(m4) * xs[4] + np.float32(m5) * xs[5]) + (np.float32(m6) * xs[6]
-                                                                   + np.float32(m7) * xs[7]))
-    return acc - mins
+    for b in range(row.shape[0] // 144):
+        off, e = 144 * b, 256 * b
+        V.prefetch(row, off + PREFETCH_BYTES)  # 144 bytes: up to three cache lines
+        V.prefetch(row, off + PREFETCH_BYTES + 64)
+        V.prefetch(row, off + PREFETCH_BYTES + 128)
+        d, dmin = V.load_f16(row, off), V.load_f16(row, off + 2)
+        for g in range(4):
+            q, xe = off + 16 + 32 * g, e + 64 * g
+            lo = V.mul(V.load_nibbles(row, q, 0), V.load_f32(x, xe))  # sub-block 2g
+            hi = V.mul(V.load_nibbles(row, q, 4), V.load_f32(x, xe + 32))  # 2g + 1
+            for k in range(8, 32, 8):
+                lo = V.fma(V.load_nibbles(row, q + k, 0), V.load_f32(x, xe + k), lo)
+                hi = V.fma(V.load_nibbles(row, q + k, 4), V.load_f32(x, xe + 32 + k), hi)
+            sc0, m0 = q4_k_scale_min(row, off, 2 * g)
+            sc1, m1 = q4_k_scale_min(row, off, 2 * g + 1)
+            acc = V.fma(V.splat(d * np.float32(sc0)), lo, acc)
+            acc = V.fma(V.splat(d * np.float32(sc1)), hi, acc)
+            mins += dmin * (np.float32(m0) * xsums[8 * b + 2 * g]
+                            + np.float32(m1) * xsums[8 * b + 2 * g + 1])
+    return V.hsum(acc) - mins
 
 
 @njit(inline="always", fastmath=FASTMATH)
-def dot_i8_16(row, x, xsums, f16, lanes):
-    """row: float32 scale[I/16] | int8 q[I] (blocks.widen_q6_k) -> Σ_k scale_k Σ_j q_kj x_kj,
-    two 16-element scales per 32-lane pass."""
+def dot_i8_16(row, x, xsums):
+    """row: float32 scale[I/16] | int8 q[I] (blocks.widen_q6_k) -> Σ_k scale_k Σ_j q_kj x_kj."""
     n = x.shape[0]
-    scales, q = row[:n // 4].view(np.float32), row[n // 4:].view(np.int8)
-    half = lanes // 2
-    acc = np.float32(0)
-    for b in range(n // 32):
-        base = 32 * b
-        s0 = np.float32(0)
-        s1 = np.float32(0)
-        for j in range(half):
-            s0 += np.float32(q[base + j]) * x[base + j]
-            s1 += np.float32(q[base + half + j]) * x[base + half + j]
-        acc += scales[2 * b] * s0 + scales[2 * b + 1] * s1
-    return acc
+    scales = row[:n // 4].view(np.float32)
+    acc = V.zeros()
+    for k in range(n // 16):
+        off, e = n // 4 + 16 * k, 16 * k
+        if k % 2 == 0:  # one prefetch per 32 bytes of values
+            V.prefetch(row, off + PREFETCH_BYTES)
+        s = V.mul(V.load_i8(row, off), V.load_f32(x, e))
+        s = V.fma(V.load_i8(row, off + 8), V.load_f32(x, e + 8), s)
+        acc = V.fma(V.splat(scales[k]), s, acc)
+    return V.hsum(acc)
 
 
-def rows_of(dot, block_bytes=None):
-    """The serial loop over rows lo..hi of one weight, for one kind's dot product, compiled on
-    its own. With `block_bytes` the dot product gets its row as a [blocks, block_bytes] view
-    (q4_k: 2.9 -> 3.4 GB/s against reshaping each row; q8_0 is 17 % faster without)."""
+@njit(inline="always", fastmath=FASTMATH)
+def fma8(w, v, x, i, a0, a1, a2, a3, c0, c1, c2, c3):
+    """w, v: eight weights of two weight rows (float32x8), x [4, I] ->
+    a_r + w · x[r, i:i + 8] and c_r + v · x[r, i:i + 8] for the four rows r of x."""
+    x0, x1, x2, x3 = (V.load_f32(x[0], i), V.load_f32(x[1], i), V.load_f32(x[2], i),
+                      V.load_f32(x[3], i))
+    return (V.fma(w, x0, a0), V.fma(w, x1, a1), V.fma(w, x2, a2), V.fma(w, x3, a3),
+            V.fma(v, x0, c0), V.fma(v, x1, c1), V.fma(v, x2, c2), V.fma(v, x3, c3))
+
+
+@njit(inline="always")
+def store8(out, o, pair, a0, a1, a2, a3, c0, c1, c2, c3):
+    """out[:4, o] = Σ lanes of a_r; and out[:4, o + 1] = those of c_r when `pair`."""
+    out[0, o], out[1, o], out[2, o], out[3, o] = V.hsum(a0), V.hsum(a1), V.hsum(a2), V.hsum(a3)
+    if pair:
+        out[0, o + 1], out[1, o + 1] = V.hsum(c0), V.hsum(c1)
+        out[2, o + 1], out[3, o + 1] = V.hsum(c2), V.hsum(c3)
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def dot8_q8_0(r0, r1, x, out, o, pair):
+    """r0, r1 uint8 [I/32 · 34] (weight rows o and o + 1), x [4, I] -> out[:4, o:o + 2] =
+    x @ [w0, w1], each w = d_b · q_bj (the reference's dequantized row) formed once per eight
+    weights for the four rows of x."""
+    a0 = a1 = a2 = a3 = c0 = c1 = c2 = c3 = V.zeros()
+    for b in range(r0.shape[0] // 34):
+        off, e = 34 * b, 32 * b
+        V.prefetch(r0, off + PREFETCH_BYTES)
+        V.prefetch(r1, off + PREFETCH_BYTES)
+        d0, d1 = V.splat(V.load_f16(r0, off)), V.splat(V.load_f16(r1, off))
+        for k in range(0, 32, 8):
+            a0, a1, a2, a3, c0, c1, c2, c3 = fma8(
+                V.mul(d0, V.load_i8(r0, off + 2 + k)), V.mul(d1, V.load_i8(r1, off + 2 + k)),
+                x, e + k, a0, a1, a2, a3, c0, c1, c2, c3)
+    store8(out, o, pair, a0, a1, a2, a3, c0, c1, c2, c3)
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def fma4(w, x, i, a0, a1, a2, a3):
+    """w: eight weights (float32x8), x [4, I] -> a_r + w · x[r, i:i + 8] for the four rows r."""
+    return (V.fma(w, V.load_f32(x[0], i), a0), V.fma(w, V.load_f32(x[1], i), a1),
+            V.fma(w, V.load_f32(x[2], i), a2), V.fma(w, V.load_f32(x[3], i), a3))
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def dot4_q4_0(row, x, out, o):
+    """row uint8 [I/32 · 18], x [4, I] -> out[:4, o] = x @ w, w = d_b · (q_bj − 8)."""
+    a0 = a1 = a2 = a3 = V.zeros()
+    eight = V.splat(np.float32(8))
+    for b in range(row.shape[0] // 18):
+        off, e = 18 * b, 32 * b
+        V.prefetch(row, off + PREFETCH_BYTES)
+        d = V.splat(V.load_f16(row, off))
+        for k in range(0, 32, 8):  # values k..k + 7: the low nibbles of bytes k.. (k < 16),
+            q, shift = off + 2 + k % 16, 4 * (k // 16)  # else the high ones of bytes k − 16..
+            w = V.mul(d, V.sub(V.load_nibbles(row, q, shift), eight))
+            a0, a1, a2, a3 = fma4(w, x, e + k, a0, a1, a2, a3)
+    out[0, o], out[1, o], out[2, o], out[3, o] = V.hsum(a0), V.hsum(a1), V.hsum(a2), V.hsum(a3)
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def dot4_q4_k(row, x, out, o):
+    """row uint8 [I/256 · 144], x [4, I] -> out[:4, o] = x @ w, w = (d·sc_s) · q − dmin·m_s
+    on sub-block s (the product and the difference may fuse into one FMA)."""
+    a0 = a1 = a2 = a3 = V.zeros()
+    for b in range(row.shape[0] // 144):
+        off, e = 144 * b, 256 * b
+        for line in range(0, 192, 64):  # 144 bytes: up to three cache lines
+            V.prefetch(row, off + PREFETCH_BYTES + line)
+        d, dmin = V.load_f16(row, off), V.load_f16(row, off + 2)
+        for s in range(8):  # sub-block s: the low (s even) or high nibbles of group s // 2
+            sc, m = q4_k_scale_min(row, off, s)
+            scale, offset = V.splat(d * np.float32(sc)), V.splat(dmin * np.float32(m))
+            q, shift = off + 16 + 32 * (s // 2), 4 * (s % 2)
+            for k in range(0, 32, 8):
+                w = V.sub(V.mul(scale, V.load_nibbles(row, q + k, shift)), offset)
+                a0, a1, a2, a3 = fma4(w, x, e + 32 * s + k, a0, a1, a2, a3)
+    out[0, o], out[1, o], out[2, o], out[3, o] = V.hsum(a0), V.hsum(a1), V.hsum(a2), V.hsum(a3)
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def dot8_q4_0(r0, r1, x, out, o, pair):
+    """The 4-bit kinds take one weight row at a time: two rows' scales, offsets and unpacked
+    nibbles do not fit beside 8 accumulators in the 16 vector registers (q4_k at 4 rows of x,
+    one core: 11.7 G multiply-adds/s one weight row at a time, 9.3 two at a time)."""
+    dot4_q4_0(r0, x, out, o)
+    if pair:
+        dot4_q4_0(r1, x, out, o + 1)
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def dot8_q4_k(r0, r1, x, out, o, pair):
+    """One weight row at a time, as dot8_q4_0."""
+    dot4_q4_k(r0, x, out, o)
+    if pair:
+        dot4_q4_k(r1, x, out, o + 1)
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def dot8_i8_16(r0, r1, x, out, o, pair):
+    """As dot8_q8_0 for i8_16 rows (float32 scale[I/16] | int8 q[I]): w = scale_k · q."""
+    n = x.shape[1]
+    s0, s1 = r0[:n // 4].view(np.float32), r1[:n // 4].view(np.float32)
+    a0 = a1 = a2 = a3 = c0 = c1 = c2 = c3 = V.zeros()
+    for k in range(n // 16):
+        off, e = n // 4 + 16 * k, 16 * k
+        if k % 2 == 0:
+            V.prefetch(r0, off + PREFETCH_BYTES)
+            V.prefetch(r1, off + PREFETCH_BYTES)
+        scale0, scale1 = V.splat(s0[k]), V.splat(s1[k])
+        for j in range(0, 16, 8):
+            a0, a1, a2, a3, c0, c1, c2, c3 = fma8(
+                V.mul(scale0, V.load_i8(r0, off + j)), V.mul(scale1, V.load_i8(r1, off + j)),
+                x, e + j, a0, a1, a2, a3, c0, c1, c2, c3)
+    store8(out, o, pair, a0, a1, a2, a3, c0, c1, c2, c3)
+
+
+def rows_of(dot, dot8):
+    """The serial loop over rows lo..hi of one weight for one kind, compiled on its own (one
+    loop inlining every kind's dot products ran q8_0 10 % and q4_k 20 % slower).
+
+    Each weight row is read from memory once. Four rows of x at a time take `dot8`, two weight
+    rows at a time (an odd last one is passed twice, and stored once); the last 1–3 rows of x
+    take the one-row `dot`, with the weight row by then in L1."""
     @njit(cache=True, fastmath=FASTMATH)
-    def rows(blocks, x, xsums, f16, lanes, out, lo, hi):
-        if block_bytes is None:
-            by_block = blocks.reshape(blocks.shape[0], 1, blocks.shape[1])
-        else:
-            by_block = blocks.reshape(blocks.shape[0], blocks.shape[1] // block_bytes,
-                                      block_bytes)
-        for o in range(lo, hi):  # each row of weights: read once, for every row of x
-            for m in range(x.shape[0]):
-                if block_bytes is None:
-                    out[m, o] = dot(blocks[o], x[m], xsums[m], f16, lanes)
-                else:
-                    out[m, o] = dot(by_block[o], x[m], xsums[m], f16, lanes)
+    def rows(blocks, x, xsums, out, lo, hi):
+        M = x.shape[0]
+        for o in range(lo, hi, 2):
+            pair = o + 1 < hi
+            o1 = o + 1 if pair else o
+            m = 0
+            while m + 4 <= M:
+                dot8(blocks[o], blocks[o1], x[m:m + 4], out[m:m + 4], o, pair)
+                m += 4
+            for r in range(m, M):
+                out[r, o] = dot(blocks[o], x[r], xsums[r])
+                if pair:
+                    out[r, o1] = dot(blocks[o1], x[r], xsums[r])
     return rows
 
 
-@njit(inline="always", fastmath=FASTMATH)
-def dot_q8_0_row(row, x, xsums, f16, lanes):
-    return dot_q8_0(row, x, f16, lanes)
-
-
-@njit(inline="always", fastmath=FASTMATH)
-def dot_q4_0_row(row, x, xsums, f16, lanes):
-    return dot_q4_0(row, x, f16, lanes)
-
-
-rows_q8_0 = rows_of(dot_q8_0_row)
-rows_q4_0 = rows_of(dot_q4_0_row)
-rows_q4_k = rows_of(dot_q4_k, 144)
-rows_i8_16 = rows_of(dot_i8_16)
-
-
-@njit(inline="always", fastmath=FASTMATH)
-def dot_rows(w, x, out, o):
-    """w float32 [I] (one unpacked weight row), x [M, I] -> out[:, o] = x @ w."""
-    for m in range(x.shape[0]):
-        s = np.float32(0)
-        for i in range(x.shape[1]):
-            s += w[i] * x[m, i]
-        out[m, o] = s
-
-
-@njit(inline="always", fastmath=FASTMATH)
-def dot_rows_2(w, v, x, out, o):
-    """w, v float32 [I] (weight rows o and o + 1, unpacked), x [M, I] -> out[:, o:o + 2].
-
-    out[m, o + r] = Σ_i w_r[i] · x[m, i], four rows of x at a time: each step loads 2 weight and
-    4 x vectors for 8 multiply-adds into 8 independent sums. (One weight row against 8 rows of x
-    loads 9 vectors per 8: the head at 8 rows took 68 ms against 55.)"""
-    M, I = x.shape
-    m = 0
-    while m + 4 <= M:
-        a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = np.float32(0)
-        for i in range(I):
-            p, q = w[i], v[i]
-            x0, x1, x2, x3 = x[m, i], x[m + 1, i], x[m + 2, i], x[m + 3, i]
-            a0 += p * x0
-            a1 += p * x1
-            a2 += p * x2
-            a3 += p * x3
-            b0 += q * x0
-            b1 += q * x1
-            b2 += q * x2
-            b3 += q * x3
-        out[m, o], out[m + 1, o], out[m + 2, o], out[m + 3, o] = a0, a1, a2, a3
-        out[m, o + 1], out[m + 1, o + 1], out[m + 2, o + 1], out[m + 3, o + 1] = b0, b1, b2, b3
-        m += 4
-    for r in range(m, M):  # the last 1–3 rows of x
-        a0 = b0 = np.float32(0)
-        for i in range(I):
-            a0 += w[i] * x[r, i]
-            b0 += v[i] * x[r, i]
-        out[r, o], out[r, o + 1] = a0, b0
-
-
-@njit(cache=True, fastmath=FASTMATH)
-def rows_unpacked(blocks, kind, x, f16, lanes, out, lo, hi):
-    """out[:, lo:hi] = x @ W[lo:hi]ᵀ for several rows of x: weight rows are decoded to float32
-    (`decode_row`, the exact decoder) two at a time into L1 and dotted with every row of x. One
-    dot product serves every kind (the kind only picks the decoding): a quarter of the code to
-    compile."""
-    w = np.empty((2, x.shape[1]), np.float32)  # two weight rows [2, I]
-    for o in range(lo, hi, 2):
-        n = min(2, hi - o)  # 1: an odd last row
-        for r in range(n):  # one call site: the decoding is inlined once
-            decode_row(blocks[o + r], kind, f16, lanes, w[r])
-        if n == 2:
-            dot_rows_2(w[0], w[1], x, out, o)
-        else:
-            dot_rows(w[0], x, out, o)
+rows_q8_0 = rows_of(dot_q8_0, dot8_q8_0)
+rows_q4_0 = rows_of(dot_q4_0, dot8_q4_0)
+rows_q4_k = rows_of(dot_q4_k, dot8_q4_k)
+rows_i8_16 = rows_of(dot_i8_16, dot8_i8_16)
 
 
 @njit(cache=True)
-def rows_any(blocks, kind, x, xsums, f16, lanes, out, lo, hi):
+def rows_any(blocks, kind, x, xsums, out, lo, hi):
     """out[:, lo:hi] = x @ W[lo:hi]ᵀ for a weight of any kept kind."""
-    if x.shape[0] >= UNPACK_MIN_ROWS:
-        rows_unpacked(blocks, kind, x, f16, lanes, out, lo, hi)
-    elif kind == Q8_0:
-        rows_q8_0(blocks, x, xsums, f16, lanes, out, lo, hi)
+    if kind == Q8_0:
+        rows_q8_0(blocks, x, xsums, out, lo, hi)
     elif kind == Q4_0:
-        rows_q4_0(blocks, x, xsums, f16, lanes, out, lo, hi)
+        rows_q4_0(blocks, x, xsums, out, lo, hi)
     elif kind == Q4_K:
-        rows_q4_k(blocks, x, xsums, f16, lanes, out, lo, hi)
+        rows_q4_k(blocks, x, xsums, out, lo, hi)
     else:
-        rows_i8_16(blocks, x, xsums, f16, lanes, out, lo, hi)
+        rows_i8_16(blocks, x, xsums, out, lo, hi)
 
 
 @kernel
 def matvec(loop):
-    def matvec(weights, kinds, jobs, x, xsums, f16, lanes, outs):
+    def matvec(weights, kinds, jobs, x, xsums, outs):
         """weights: a tuple of uint8 blocks [O_w, row_bytes_w], kinds [n_weights], jobs int64
         [J, 3] = (weight, first row, end row), x [M, I], xsums [M, I/32] (q4_k) ->
         outs[w] [M, O_w] = x @ W_wᵀ, each job's rows."""
         for j in loop(jobs.shape[0]):  # each job writes its own rows of one output
             w, lo, hi = jobs[j, 0], jobs[j, 1], jobs[j, 2]
-            rows_any(weights[w], kinds[w], x, xsums, f16, lanes, outs[w], lo, hi)
+            rows_any(weights[w], kinds[w], x, xsums, outs[w], lo, hi)
     return matvec
 
 
 @kernel
 def matvec_geglu(loop):
-    def matvec_geglu(gate_w, up_w, kinds, jobs, x, xsums, f16, lanes, exact, gate, up, out):
+    def matvec_geglu(gate_w, up_w, kinds, jobs, x, xsums, exact, gate, up, out):
         """gate_w, up_w uint8 blocks [F, row_bytes], kinds [2], jobs int64 [J, 3] (the rows of
         job j: jobs[j, 1] to jobs[j, 2]), x [M, I] -> gate, up [M, F] (scratch) and
         out [M, F] = geglu(x @ W_gateᵀ, x @ W_upᵀ): each job its rows of the three."""
         for j in loop(jobs.shape[0]):
             lo, hi = jobs[j, 1], jobs[j, 2]
-            rows_any(gate_w, kinds[0], x, xsums, f16, lanes, gate, lo, hi)
-            rows_any(up_w, kinds[1], x, xsums, f16, lanes, up, lo, hi)
+            rows_any(gate_w, kinds[0], x, xsums, gate, lo, hi)
+            rows_any(up_w, kinds[1], x, xsums, up, lo, hi)
             for m in range(x.shape[0]):  # the GELU of this job's rows, while they are in cache
                 if exact:
                     geglu_exact_span(gate[m], up[m], out[m], lo, hi)
@@ -370,7 +411,7 @@ def plan_for(weights, threads, paired=False):
 def _block_sums(x, plan):
     """The per-call sums of x over 32 elements that q4_k's one-row dot product needs, or an
     empty array."""
-    needed = "q4_k" in plan.needs and x.shape[0] < UNPACK_MIN_ROWS
+    needed = "q4_k" in plan.needs and x.shape[0] % 4
     xsums = np.empty((x.shape[0], x.shape[1] // 32 if needed else 0), np.float32)
     if xsums.size:
         block_sums(x, 32, xsums)
@@ -384,7 +425,7 @@ def matvec_many(x, weights, threads):
     outs = tuple(np.empty((x.shape[0], w.shape[0]), np.float32) for w in weights)
     pad = MAX_WEIGHTS - len(weights)
     matvec(tuple(w.blocks for w in weights) + (_EMPTY_BLOCKS,) * pad, plan.kinds, plan.jobs, x,
-           _block_sums(x, plan), F16_TO_F32, LANES, outs + (_EMPTY_OUT,) * pad,
+           _block_sums(x, plan), outs + (_EMPTY_OUT,) * pad,
            parallel=plan.parallel)
     return outs
 
@@ -397,7 +438,7 @@ def matvec_geglu_blocks(x, w_gate, w_up, exact, threads):
     M, F = x.shape[0], w_gate.shape[0]
     gate, up, out = (np.empty((M, F), np.float32) for _ in range(3))
     matvec_geglu(w_gate.blocks, w_up.blocks, plan.kinds[:2], plan.jobs, x, _block_sums(x, plan),
-                 F16_TO_F32, LANES, bool(exact), gate, up, out, parallel=plan.parallel)
+                 bool(exact), gate, up, out, parallel=plan.parallel)
     return out
 
 
