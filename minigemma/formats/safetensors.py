@@ -7,10 +7,15 @@ This module adds what the library leaves to its callers: errors that name the fi
 tensor, and the storage dtype each tensor may have (an F32 tensor relabelled I32 passes the
 library's checks). bf16 comes from `ml_dtypes` and is widened to float32 (exact).
 
-Memory. `safe_open(..., backend="pread")` copies each tensor into process memory as it is read;
-the library gives no zero-copy view (its mmap backend copies too, and keeps the mapped pages
-resident until the file is closed). A reader holds one open handle per file and reads tensor by
-tensor, so a load costs the tensors it keeps, and nothing beyond one tensor in transit.
+Memory. A tensor of a dtype NumPy holds (F32, BF16, F16, U8) is read straight from the file
+into a NumPy array of its shape, at the byte range the library has checked: one copy, into
+NumPy's memory, which asks Linux for transparent huge pages for arrays of 4 MB and more (the
+library's own buffers get none: the Numba matvec over the 178 MB output head of Gemma 3 270M
+took 15.2–16.2 ms on them against 10.8–12.3, median of 20 calls, three processes each). Other dtypes
+come through `safe_open(..., backend="pread")`. The library gives no zero-copy view (its mmap
+backend copies too, and keeps the mapped pages resident until the file is closed). A reader
+reads tensor by tensor, so a load costs the tensors it keeps, and nothing beyond one tensor in
+transit.
 
 The library serialises from tensors already in memory. `write_safetensors` produces one tensor
 at a time into a scratch file beside the output, maps that scratch file, and has the library
@@ -43,7 +48,7 @@ class SafetensorsFile:
         except safetensors.SafetensorError as e:
             raise ValueError(f"{self.path}: not a valid safetensors file, or truncated "
                              f"(safetensors: {e}){_suspects(self.path)}") from None
-        _check_unique_names(self.path)
+        self._header, self._data_start = _read_header(self.path)
 
     def names(self):
         return list(self._slices)
@@ -63,11 +68,27 @@ class SafetensorsFile:
             raise ValueError(f"{self.path}: tensor {name!r} is stored as {stored}; it must be "
                              f"one of {', '.join(dtypes)}")
         try:
-            array = self._file.get_tensor(name)
+            if stored in NUMPY_DTYPES:
+                array = self._read_bytes(name, NUMPY_DTYPES[stored])
+            else:
+                array = self._file.get_tensor(name)
         except (safetensors.SafetensorError, OSError) as e:
             raise ValueError(f"{self.path}: cannot read tensor {name!r} ({e})") from None
         if stored in FLOAT_DTYPES:
             return array.astype(np.float32, copy=False)
+        return array
+
+
+    def _read_bytes(self, name, dtype):
+        """The tensor's bytes read into a new NumPy array of its shape (module docstring)."""
+        begin, end = self._header[name]["data_offsets"]
+        array = np.empty(self.shape(name), dtype)
+        with open(self.path, "rb") as f:
+            f.seek(self._data_start + begin)
+            got = f.readinto(array.reshape(-1).view(np.uint8)) if array.size else 0
+        if got != end - begin:
+            raise OSError(f"{end - begin} bytes expected, {got} read: the file changed or was "
+                          "cut short after it was opened")
         return array
 
 
@@ -97,12 +118,14 @@ def _suspects(path):
     return f"; tensors whose bytes do not fit their dtype and shape: {wrong[:5]}" if wrong else ""
 
 
-def _check_unique_names(path):
-    """ValueError when the header names a tensor (or a field of one) twice. The library keeps
-    the last entry; two entries for one name make the file ambiguous, so it is refused. The
-    library has checked the header's length and JSON, so reading it here cannot fail."""
+def _read_header(path):
+    """The header's entries by name and the byte offset where the data starts. ValueError when
+    the header names a tensor (or a field of one) twice: the library keeps the last entry; two
+    entries for one name make the file ambiguous, so it is refused. The library has checked the
+    header's length and JSON, so reading it here cannot fail."""
     with open(path, "rb") as f:
-        header = f.read(int.from_bytes(f.read(8), "little"))
+        length = int.from_bytes(f.read(8), "little")
+        header = f.read(length)
 
     def unique(pairs):
         d = dict(pairs)
@@ -111,7 +134,7 @@ def _check_unique_names(path):
             twice = next(key for key, _ in pairs if key in seen or seen.add(key))
             raise ValueError(f"{path}: the safetensors header names {twice!r} twice")
         return d
-    json.loads(header, object_pairs_hook=unique)
+    return json.loads(header, object_pairs_hook=unique), 8 + length
 
 
 def write_safetensors(path, tensors, metadata=None):

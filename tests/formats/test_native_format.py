@@ -43,6 +43,28 @@ def test_reader_matches_the_safetensors_library_including_bf16(tmp_path):
     np.testing.assert_array_equal(st.read("h"), t.to(torch.bfloat16).float().numpy())
 
 
+def test_reader_reads_every_numpy_dtype_into_its_own_array_and_names_a_cut_file(tmp_path):
+    """U8, F16, F32 (and empty) tensors as the library wrote them, each an array of its own
+    (not a view of a library buffer); a file cut short after it was opened is an error that
+    names the file and the tensor."""
+    arrays = {"u8": np.arange(300, dtype=np.uint8).reshape(3, 100),
+              "f16": np.linspace(-2, 2, 12, dtype=np.float16).reshape(4, 3),
+              "f32": np.random.default_rng(0).standard_normal((5, 7)).astype(np.float32),
+              "empty": np.zeros((0, 4), np.float32)}
+    path = tmp_path / "z.safetensors"
+    safetensors_numpy.save_file(arrays, str(path))
+    st = SafetensorsFile(path)
+    for name, want in arrays.items():
+        got = st.read(name, dtypes=("U8", "F16", "F32"))
+        assert got.flags.owndata and got.flags.c_contiguous and got.shape == want.shape
+        np.testing.assert_array_equal(got, want.astype(got.dtype))
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) - 10)  # the last tensor's bytes, after the check
+    with pytest.raises(ValueError, match=r"z\.safetensors.*cannot read tensor"):
+        for name in arrays:
+            st.read(name, dtypes=("U8", "F16", "F32"))
+
+
 def test_bf16_rounding_matches_torch():
     torch = pytest.importorskip("torch")
     x = np.random.default_rng(0).standard_normal(10_000).astype(np.float32) * 100
