@@ -9,10 +9,10 @@ library's checks). bf16 comes from `ml_dtypes` and is widened to float32 (exact)
 
 Memory. A tensor of a dtype NumPy holds (F32, BF16, F16, U8) is read straight from the file
 into a NumPy array of its shape, at the byte range the library has checked: one copy, into
-NumPy's memory, which asks Linux for transparent huge pages for arrays of 4 MB and more (the
+NumPy's memory, which asks Linux for transparent huge pages for arrays of 4 MB and more. The
 library's own buffers get none: the Numba matvec over the 178 MB output head of Gemma 3 270M
-took 15.2–16.2 ms on them against 10.8–12.3, median of 20 calls, three processes each). Other dtypes
-come through `safe_open(..., backend="pread")`. The library gives no zero-copy view (its mmap
+took 15.2–16.2 ms on them against 10.8–12.3 (median of 20 calls, three processes each). Other
+dtypes come through `safe_open(..., backend="pread")`. The library gives no zero-copy view (its mmap
 backend copies too, and keeps the mapped pages resident until the file is closed). A reader
 reads tensor by tensor, so a load costs the tensors it keeps, and nothing beyond one tensor in
 transit.

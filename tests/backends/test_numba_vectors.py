@@ -5,9 +5,9 @@ import pytest
 
 pytest.importorskip("numba")
 
-from numba import njit  # noqa: E402
+from numba import njit
 
-from minigemma.backends.numba import vectors as V  # noqa: E402
+from minigemma.backends.numba import vectors as V
 
 
 @njit

@@ -65,12 +65,6 @@ def fp16_at(row, off, f16):
 
 
 @njit(inline="always")
-def signed8(byte):
-    """uint8 -> its int8 value (two's complement)."""
-    return (np.int32(byte) ^ 0x80) - 0x80
-
-
-@njit(inline="always")
 def q4_k_scale_min(row, off, s):
     """Sub-block s (0..7) of the q4_k super-block at `off`: its 6-bit (scale, min), int32.
 

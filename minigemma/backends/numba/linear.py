@@ -173,12 +173,17 @@ def fma8(w, v, x, i, a0, a1, a2, a3, c0, c1, c2, c3):
 
 
 @njit(inline="always")
+def store4(out, o, a0, a1, a2, a3):
+    """out[r, o] = Σ lanes of a_r for the four rows r."""
+    out[0, o], out[1, o], out[2, o], out[3, o] = V.hsum(a0), V.hsum(a1), V.hsum(a2), V.hsum(a3)
+
+
+@njit(inline="always")
 def store8(out, o, pair, a0, a1, a2, a3, c0, c1, c2, c3):
     """out[:4, o] = Σ lanes of a_r; and out[:4, o + 1] = those of c_r when `pair`."""
-    out[0, o], out[1, o], out[2, o], out[3, o] = V.hsum(a0), V.hsum(a1), V.hsum(a2), V.hsum(a3)
+    store4(out, o, a0, a1, a2, a3)
     if pair:
-        out[0, o + 1], out[1, o + 1] = V.hsum(c0), V.hsum(c1)
-        out[2, o + 1], out[3, o + 1] = V.hsum(c2), V.hsum(c3)
+        store4(out, o + 1, c0, c1, c2, c3)
 
 
 @njit(inline="always", fastmath=FASTMATH)
@@ -219,7 +224,7 @@ def dot4_q4_0(row, x, out, o):
             q, shift = off + 2 + k % 16, 4 * (k // 16)  # else the high ones of bytes k − 16..
             w = V.mul(d, V.sub(V.load_nibbles(row, q, shift), eight))
             a0, a1, a2, a3 = fma4(w, x, e + k, a0, a1, a2, a3)
-    out[0, o], out[1, o], out[2, o], out[3, o] = V.hsum(a0), V.hsum(a1), V.hsum(a2), V.hsum(a3)
+    store4(out, o, a0, a1, a2, a3)
 
 
 @njit(inline="always", fastmath=FASTMATH)
@@ -239,7 +244,7 @@ def dot4_q4_k(row, x, out, o):
             for k in range(0, 32, 8):
                 w = V.sub(V.mul(scale, V.load_nibbles(row, q + k, shift)), offset)
                 a0, a1, a2, a3 = fma4(w, x, e + 32 * s + k, a0, a1, a2, a3)
-    out[0, o], out[1, o], out[2, o], out[3, o] = V.hsum(a0), V.hsum(a1), V.hsum(a2), V.hsum(a3)
+    store4(out, o, a0, a1, a2, a3)
 
 
 @njit(inline="always", fastmath=FASTMATH)
