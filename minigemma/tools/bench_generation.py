@@ -1,6 +1,6 @@
 """`minigemma bench --generation`: what batching and speculative decoding buy, in one run.
 
-    batch        aggregate decode tok/s of B rows decoded together (B = 1, 2, 4, 8), greedy,
+    batch        aggregate decode tok/s of B rows decoded together (B = 1, 2, 4, 6, 8), greedy,
                  DECODE_TOKENS new tokens per row, every row a different prompt; the ratio to
                  B = 1. Decoding at B = 1 is bound by reading the weights; B rows share each read.
     head         ms of one `linear` of M rows through the output head: what a step of M rows
@@ -17,7 +17,7 @@ import sys
 import time
 
 DECODE_TOKENS, REPEATS = 64, 2
-BATCH_SIZES = (1, 2, 4, 8)
+BATCH_SIZES = (1, 2, 4, 6, 8)
 PROMPTS = ["The river bends past the old mill, where", "def fibonacci(n):\n    ",
            "Once upon a time, in a small village", "The three primary colours are",
            "To make bread you need flour, water,", "The capital of France is",
@@ -34,7 +34,7 @@ def _best(measure):
     return max((measure() for _ in range(REPEATS)), key=lambda r: r[0])
 
 
-def head_rows(model, rows=(1, 2, 4, 5, 8)):
+def head_rows(model, rows=(1, 2, 3, 4, 5, 6, 8)):
     """{M: ms} of one `linear` of M rows through the tied output head (the largest matrix, read
     on every step): what a decode step of a batch of M rows, or a verification of M − 1 drafts,
     costs there. Flat in M while the read of the weight dominates; linear once compute does."""

@@ -122,6 +122,26 @@ def test_serial_and_parallel_kernels_agree(nb):
                 np.testing.assert_allclose(u, v, rtol=1e-6, atol=1e-6, err_msg=name)
 
 
+@given(st.lists(st.tuples(st.integers(1, 3000), st.integers(1, 700)), min_size=1, max_size=3),
+       st.integers(1, 4))
+def test_each_thread_gets_one_run_of_equal_bytes(sizes, threads):
+    """The matvec jobs (weight, lo, hi): every row of every weight exactly once; `threads`
+    groups of the same number of consecutive jobs (Numba's static schedule gives thread t
+    group t), each group's bytes within one row of an equal share."""
+    from minigemma.backends.numba.linear import thread_jobs
+    jobs = thread_jobs(sizes, threads)
+    assert jobs.shape[0] % threads == 0
+    for w, (rows, _) in enumerate(sizes):
+        covered = np.zeros(rows, np.int64)
+        for _, lo, hi in jobs[jobs[:, 0] == w]:
+            covered[lo:hi] += 1
+        assert (covered == 1).all()
+    shares = [sum((hi - lo) * sizes[w][1] for w, lo, hi in group)
+              for group in jobs.reshape(threads, -1, 3)]
+    total, largest = sum(r * b for r, b in sizes), max(b for _, b in sizes)
+    assert all(abs(share - total / threads) <= largest for share in shares)
+
+
 def test_gemm_tiles_and_query_chunks_give_the_same_results(nb, monkeypatch):
     """Prefill paths split weights into row tiles and queries into chunks; tiny limits force
     many of each."""

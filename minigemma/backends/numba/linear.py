@@ -1,16 +1,16 @@
 """x @ Wᵀ in Numba for the block kinds the backend keeps (q8_0, q4_0, q4_k, i8_16).
 
     decode  (few rows of x): matvec — the output rows of one or several weights (q, k and v;
-            gate and up, with the GELU applied in the same jobs) cut into jobs of about equal
-            bytes, one parallel loop over the jobs; each row of blocks is read from memory once.
+            gate and up, with the GELU applied in the same jobs) cut into one run of about equal
+            bytes per thread, one parallel loop; each row of blocks is read from memory once.
             One row of x: the blocks are decoded inside the dot product, eight lanes at a time
             (`vectors`), one vector sum per weight row,
                 out[o] = Σ_b d_b · Σ_j q_bj · x[32b + j]      (q8_0; the other kinds alike)
             Four rows of x (a batch, or a speculative step's 1 + 3 positions): each group of
-            eight weights is dequantized once, w = d_b · q_bj as the reference does, and
-            multiplied into four accumulators, one per row of x (`dot8_*`: two weight rows at
-            a time for the 8-bit kinds, 8 accumulators; one for the 4-bit kinds). Rows of x
-            beyond a multiple of four take the one-row dot product, the weight row by then in L1.
+            eight weights is converted once and multiplied into one sum per row of x, scaled
+            per block (`dot4_*`; the 4-bit kinds dequantize, w = d_b · q_bj, as the reference
+            does). Two rows left over take `dot2_*` (the 8-bit kinds alike), a last one the
+            one-row dot product, the weight row by then in L1.
     prefill (many rows of x): the weight is decoded tile by tile (bit-exact, `blocks_numba`)
             into a float32 buffer and multiplied by BLAS: a GEMM, never token by token.
 
@@ -47,6 +47,7 @@ x to int8 too (integer multiply-adds); that changes x by up to 1/254 of its bloc
 the real model's products by 1.4e-2 of their size (median over its layers; docs/benchmarks.md),
 where the backend tolerance allows 5e-6, so x stays float32.
 """
+import itertools
 import threading
 import weakref
 
@@ -73,7 +74,6 @@ GEMM_MIN_ROWS = 32  # from this many rows of x on, decode weight tiles and call 
 #                    each small GEMM, do not take the cores from Numba's threads
 PARALLEL_MIN_BYTES = 1 << 18  # less weight than this in one call: a serial matvec beats waking
 #                               the threads
-JOBS_PER_THREAD = 4  # jobs of a parallel matvec per thread: a late thread delays one small job
 MAX_WEIGHTS = 3  # weights per matvec call (q, k, v); fewer are padded with an empty weight, so
 #                  that the kernel has one signature
 PREFETCH_BYTES = 2048  # how far ahead in the weights the dot products ask for cache lines
@@ -162,46 +162,35 @@ def dot_i8_16(row, x, xsums):
     return V.hsum(acc)
 
 
-@njit(inline="always", fastmath=FASTMATH)
-def fma8(w, v, x, i, a0, a1, a2, a3, c0, c1, c2, c3):
-    """w, v: eight weights of two weight rows (float32x8), x [4, I] ->
-    a_r + w · x[r, i:i + 8] and c_r + v · x[r, i:i + 8] for the four rows r of x."""
-    x0, x1, x2, x3 = (V.load_f32(x[0], i), V.load_f32(x[1], i), V.load_f32(x[2], i),
-                      V.load_f32(x[3], i))
-    return (V.fma(w, x0, a0), V.fma(w, x1, a1), V.fma(w, x2, a2), V.fma(w, x3, a3),
-            V.fma(v, x0, c0), V.fma(v, x1, c1), V.fma(v, x2, c2), V.fma(v, x3, c3))
-
-
 @njit(inline="always")
 def store4(out, o, a0, a1, a2, a3):
     """out[r, o] = Σ lanes of a_r for the four rows r."""
     out[0, o], out[1, o], out[2, o], out[3, o] = V.hsum(a0), V.hsum(a1), V.hsum(a2), V.hsum(a3)
 
 
-@njit(inline="always")
-def store8(out, o, pair, a0, a1, a2, a3, c0, c1, c2, c3):
-    """out[:4, o] = Σ lanes of a_r; and out[:4, o + 1] = those of c_r when `pair`."""
-    store4(out, o, a0, a1, a2, a3)
-    if pair:
-        store4(out, o + 1, c0, c1, c2, c3)
-
-
 @njit(inline="always", fastmath=FASTMATH)
-def dot8_q8_0(r0, r1, x, out, o, pair):
-    """r0, r1 uint8 [I/32 · 34] (weight rows o and o + 1), x [4, I] -> out[:4, o:o + 2] =
-    x @ [w0, w1], each w = d_b · q_bj (the reference's dequantized row) formed once per eight
-    weights for the four rows of x."""
-    a0 = a1 = a2 = a3 = c0 = c1 = c2 = c3 = V.zeros()
-    for b in range(r0.shape[0] // 34):
+def dot4_q8_0(row, x, out, o):
+    """row uint8 [I/32 · 34], x [4, I] -> out[:4, o] = x @ w: as dot_q8_0 for four rows of x,
+    each eight-weight quarter of a block converted once for the four, then d_b · Σ per block.
+
+    Per-block sums, so that a block's four multiply-adds into one running sum do not wait on
+    the previous block's (w = d_b · q into one accumulator per row did; one core, 40 000 head
+    rows: 4 rows 5.4–7.2 against 6.0–7.4 ms, 8 rows 10.5–12.5 against 13.1–14.3, and 2 rows
+    3.6 against 7.6)."""
+    a0 = a1 = a2 = a3 = V.zeros()
+    for b in range(row.shape[0] // 34):
         off, e = 34 * b, 32 * b
-        V.prefetch(r0, off + PREFETCH_BYTES)
-        V.prefetch(r1, off + PREFETCH_BYTES)
-        d0, d1 = V.splat(V.load_f16(r0, off)), V.splat(V.load_f16(r1, off))
-        for k in range(0, 32, 8):
-            a0, a1, a2, a3, c0, c1, c2, c3 = fma8(
-                V.mul(d0, V.load_i8(r0, off + 2 + k)), V.mul(d1, V.load_i8(r1, off + 2 + k)),
-                x, e + k, a0, a1, a2, a3, c0, c1, c2, c3)
-    store8(out, o, pair, a0, a1, a2, a3, c0, c1, c2, c3)
+        V.prefetch(row, off + PREFETCH_BYTES)
+        q = V.load_i8(row, off + 2)
+        s0, s1 = V.mul(q, V.load_f32(x[0], e)), V.mul(q, V.load_f32(x[1], e))
+        s2, s3 = V.mul(q, V.load_f32(x[2], e)), V.mul(q, V.load_f32(x[3], e))
+        for k in range(8, 32, 8):
+            q = V.load_i8(row, off + 2 + k)
+            s0, s1 = V.fma(q, V.load_f32(x[0], e + k), s0), V.fma(q, V.load_f32(x[1], e + k), s1)
+            s2, s3 = V.fma(q, V.load_f32(x[2], e + k), s2), V.fma(q, V.load_f32(x[3], e + k), s3)
+        d = V.splat(V.load_f16(row, off))
+        a0, a1, a2, a3 = V.fma(d, s0, a0), V.fma(d, s1, a1), V.fma(d, s2, a2), V.fma(d, s3, a3)
+    store4(out, o, a0, a1, a2, a3)
 
 
 @njit(inline="always", fastmath=FASTMATH)
@@ -248,49 +237,94 @@ def dot4_q4_k(row, x, out, o):
 
 
 @njit(inline="always", fastmath=FASTMATH)
-def dot8_q4_0(r0, r1, x, out, o, pair):
-    """The 4-bit kinds take one weight row at a time: two rows' scales, offsets and unpacked
-    nibbles do not fit beside 8 accumulators in the 16 vector registers (q4_k at 4 rows of x,
-    one core: 11.7 G multiply-adds/s one weight row at a time, 9.3 two at a time)."""
-    dot4_q4_0(r0, x, out, o)
-    if pair:
-        dot4_q4_0(r1, x, out, o + 1)
-
-
-@njit(inline="always", fastmath=FASTMATH)
-def dot8_q4_k(r0, r1, x, out, o, pair):
-    """One weight row at a time, as dot8_q4_0."""
-    dot4_q4_k(r0, x, out, o)
-    if pair:
-        dot4_q4_k(r1, x, out, o + 1)
-
-
-@njit(inline="always", fastmath=FASTMATH)
-def dot8_i8_16(r0, r1, x, out, o, pair):
-    """As dot8_q8_0 for i8_16 rows (float32 scale[I/16] | int8 q[I]): w = scale_k · q."""
+def dot4_i8_16(row, x, out, o):
+    """As dot4_q8_0 for an i8_16 row (float32 scale[I/16] | int8 q[I]): scale_k · Σ per 16."""
     n = x.shape[1]
-    s0, s1 = r0[:n // 4].view(np.float32), r1[:n // 4].view(np.float32)
-    a0 = a1 = a2 = a3 = c0 = c1 = c2 = c3 = V.zeros()
+    scales = row[:n // 4].view(np.float32)
+    a0 = a1 = a2 = a3 = V.zeros()
     for k in range(n // 16):
         off, e = n // 4 + 16 * k, 16 * k
         if k % 2 == 0:
-            V.prefetch(r0, off + PREFETCH_BYTES)
-            V.prefetch(r1, off + PREFETCH_BYTES)
-        scale0, scale1 = V.splat(s0[k]), V.splat(s1[k])
-        for j in range(0, 16, 8):
-            a0, a1, a2, a3, c0, c1, c2, c3 = fma8(
-                V.mul(scale0, V.load_i8(r0, off + j)), V.mul(scale1, V.load_i8(r1, off + j)),
-                x, e + j, a0, a1, a2, a3, c0, c1, c2, c3)
-    store8(out, o, pair, a0, a1, a2, a3, c0, c1, c2, c3)
+            V.prefetch(row, off + PREFETCH_BYTES)
+        q, r = V.load_i8(row, off), V.load_i8(row, off + 8)
+        s0 = V.fma(r, V.load_f32(x[0], e + 8), V.mul(q, V.load_f32(x[0], e)))
+        s1 = V.fma(r, V.load_f32(x[1], e + 8), V.mul(q, V.load_f32(x[1], e)))
+        s2 = V.fma(r, V.load_f32(x[2], e + 8), V.mul(q, V.load_f32(x[2], e)))
+        s3 = V.fma(r, V.load_f32(x[3], e + 8), V.mul(q, V.load_f32(x[3], e)))
+        scale = V.splat(scales[k])
+        a0, a1, a2, a3 = (V.fma(scale, s0, a0), V.fma(scale, s1, a1), V.fma(scale, s2, a2),
+                          V.fma(scale, s3, a3))
+    store4(out, o, a0, a1, a2, a3)
 
 
-def rows_of(dot, dot8):
+def one_weight_row_at_a_time(dot4):
+    """dot8 from a four-row kernel: weight rows o and, when `pair`, o + 1, one after the other
+    (two rows' sums beside their accumulators do not fit the 16 vector registers: q4_k at 4
+    rows of x, one core, 11.7 G multiply-adds/s one weight row at a time, 9.3 two at a time)."""
+    @njit(inline="always", fastmath=FASTMATH)
+    def dot8(r0, r1, x, out, o, pair):
+        dot4(r0, x, out, o)
+        if pair:
+            dot4(r1, x, out, o + 1)
+    return dot8
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def dot2_q8_0(row, x, xsums, out, o):
+    """row uint8 [I/32 · 34], x [2, I] -> out[:2, o] = x @ w: as dot_q8_0, each block's
+    eight-weight quarters converted once for both rows of x, then d_b · Σ per block.
+
+    Two calls of dot_q8_0 take 5.3 ms for 40 000 head rows on one core, this 3.6, and w = d_b · q
+    into one running sum per row 7.6 (each block's four multiply-adds wait on each other)."""
+    a0 = a1 = V.zeros()
+    for b in range(row.shape[0] // 34):
+        off, e = 34 * b, 32 * b
+        V.prefetch(row, off + PREFETCH_BYTES)
+        q = V.load_i8(row, off + 2)
+        s0, s1 = V.mul(q, V.load_f32(x[0], e)), V.mul(q, V.load_f32(x[1], e))
+        for k in range(8, 32, 8):
+            q = V.load_i8(row, off + 2 + k)
+            s0, s1 = V.fma(q, V.load_f32(x[0], e + k), s0), V.fma(q, V.load_f32(x[1], e + k), s1)
+        d = V.splat(V.load_f16(row, off))
+        a0, a1 = V.fma(d, s0, a0), V.fma(d, s1, a1)
+    out[0, o], out[1, o] = V.hsum(a0), V.hsum(a1)
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def dot2_i8_16(row, x, xsums, out, o):
+    """As dot2_q8_0 for an i8_16 row (float32 scale[I/16] | int8 q[I])."""
+    n = x.shape[1]
+    scales = row[:n // 4].view(np.float32)
+    a0 = a1 = V.zeros()
+    for k in range(n // 16):
+        off, e = n // 4 + 16 * k, 16 * k
+        if k % 2 == 0:
+            V.prefetch(row, off + PREFETCH_BYTES)
+        q, r = V.load_i8(row, off), V.load_i8(row, off + 8)
+        s0 = V.fma(r, V.load_f32(x[0], e + 8), V.mul(q, V.load_f32(x[0], e)))
+        s1 = V.fma(r, V.load_f32(x[1], e + 8), V.mul(q, V.load_f32(x[1], e)))
+        scale = V.splat(scales[k])
+        a0, a1 = V.fma(scale, s0, a0), V.fma(scale, s1, a1)
+    out[0, o], out[1, o] = V.hsum(a0), V.hsum(a1)
+
+
+def two_rows(dot):
+    """dot2 for the 4-bit kinds: the one-row `dot` on each of the two rows of x (their
+    nibbles unpacked twice; the weight row is in L1 for the second)."""
+    @njit(inline="always", fastmath=FASTMATH)
+    def dot2(row, x, xsums, out, o):
+        out[0, o] = dot(row, x[0], xsums[0])
+        out[1, o] = dot(row, x[1], xsums[1])
+    return dot2
+
+
+def rows_of(dot, dot8, dot2):
     """The serial loop over rows lo..hi of one weight for one kind, compiled on its own (one
     loop inlining every kind's dot products ran q8_0 10 % and q4_k 20 % slower).
 
-    Each weight row is read from memory once. Four rows of x at a time take `dot8`, two weight
-    rows at a time (an odd last one is passed twice, and stored once); the last 1–3 rows of x
-    take the one-row `dot`, with the weight row by then in L1."""
+    Each weight row is read from memory once. The loop steps two weight rows at a time (an odd
+    last one is passed twice, and stored once); four rows of x at a time take `dot8`, two rows
+    left over `dot2`, and a last one the one-row `dot`, with the weight row by then in L1."""
     @njit(cache=True, fastmath=FASTMATH)
     def rows(blocks, x, xsums, out, lo, hi):
         M = x.shape[0]
@@ -301,17 +335,22 @@ def rows_of(dot, dot8):
             while m + 4 <= M:
                 dot8(blocks[o], blocks[o1], x[m:m + 4], out[m:m + 4], o, pair)
                 m += 4
-            for r in range(m, M):
-                out[r, o] = dot(blocks[o], x[r], xsums[r])
+            if m + 2 <= M:
+                dot2(blocks[o], x[m:m + 2], xsums[m:m + 2], out[m:m + 2], o)
                 if pair:
-                    out[r, o1] = dot(blocks[o1], x[r], xsums[r])
+                    dot2(blocks[o1], x[m:m + 2], xsums[m:m + 2], out[m:m + 2], o1)
+                m += 2
+            if m < M:
+                out[m, o] = dot(blocks[o], x[m], xsums[m])
+                if pair:
+                    out[m, o1] = dot(blocks[o1], x[m], xsums[m])
     return rows
 
 
-rows_q8_0 = rows_of(dot_q8_0, dot8_q8_0)
-rows_q4_0 = rows_of(dot_q4_0, dot8_q4_0)
-rows_q4_k = rows_of(dot_q4_k, dot8_q4_k)
-rows_i8_16 = rows_of(dot_i8_16, dot8_i8_16)
+rows_q8_0 = rows_of(dot_q8_0, one_weight_row_at_a_time(dot4_q8_0), dot2_q8_0)
+rows_q4_0 = rows_of(dot_q4_0, one_weight_row_at_a_time(dot4_q4_0), two_rows(dot_q4_0))
+rows_q4_k = rows_of(dot_q4_k, one_weight_row_at_a_time(dot4_q4_k), two_rows(dot_q4_k))
+rows_i8_16 = rows_of(dot_i8_16, one_weight_row_at_a_time(dot4_i8_16), dot2_i8_16)
 
 
 @njit(cache=True)
@@ -373,8 +412,32 @@ _EMPTY_BLOCKS.flags.writeable = False  # the same Numba type as the weights' rea
 _EMPTY_OUT = np.zeros((0, 0), np.float32)
 
 
+def thread_jobs(sizes, threads):
+    """sizes [(rows, row_bytes)] of the weights in order -> int64 [threads · J, 3] jobs (weight,
+    first row, end row): the weights' rows, one after the other, cut into `threads` runs of
+    about equal bytes, J consecutive jobs each (a run's part of each weight it crosses; runs
+    with fewer parts are padded with empty jobs).
+
+    Numba's parallel loop hands thread t the t-th of `threads` equal runs of consecutive
+    iterations (static scheduling), so thread t does exactly run t. Cut per weight instead, the
+    q/k/v jobs split 960 against 576 rows of 680 bytes between two threads.
+    """
+    row_bytes = np.concatenate([np.full(rows, nbytes, np.float64) for rows, nbytes in sizes])
+    middles = np.cumsum(row_bytes) - row_bytes / 2  # [total rows]
+    cuts = np.searchsorted(middles, middles[-1] * np.arange(1, threads) / threads)
+    bounds = np.concatenate([[0], cuts, [row_bytes.size]])  # run t: rows bounds[t]..bounds[t+1]
+    starts = np.cumsum([0] + [rows for rows, _ in sizes])
+    spans = list(enumerate(itertools.pairwise(starts)))  # (w, (first, end) of its rows)
+    runs = [[(w, max(lo, a) - a, min(hi, b) - a) for w, (a, b) in spans if max(lo, a) < min(hi, b)]
+            for lo, hi in itertools.pairwise(bounds)]
+    width = max(len(run) for run in runs)
+    return np.array([job for run in runs for job in run + [(0, 0, 0)] * (width - len(run))],
+                    np.int64).reshape(-1, 3)
+
+
 class MatvecPlan:
-    """How one matvec call over `weights` is cut into jobs (computed once per weight tuple).
+    """How one matvec call over `weights` is cut into jobs (computed once per weight tuple):
+    one run of rows per thread (`thread_jobs`), or, serially, each weight whole.
 
     paired: the weights have the same rows and a job takes the same rows of each (the fused
     GeGLU); otherwise each job takes rows of one weight.
@@ -386,15 +449,10 @@ class MatvecPlan:
             MAX_WEIGHTS - len(weights)), np.int64)
         total = sum(w.blocks.nbytes for w in weights)
         self.parallel = total >= PARALLEL_MIN_BYTES and threads > 1
-        target = total / (JOBS_PER_THREAD * threads) if self.parallel else np.inf
-        jobs = []
-        for i, w in enumerate(weights[:1] if paired else weights):
-            rows, row_bytes = w.blocks.shape  # rows per job: about `target` bytes of blocks
-            if paired:
-                row_bytes = sum(v.blocks.shape[1] for v in weights)
-            step = int(max(1, min(rows, target // max(1, row_bytes))))
-            jobs += [(i, lo, min(rows, lo + step)) for lo in range(0, rows, step)]
-        self.jobs = np.array(jobs, np.int64).reshape(-1, 3)
+        sizes = [w.blocks.shape for w in weights]
+        if paired:
+            sizes = [(sizes[0][0], sum(row_bytes for _, row_bytes in sizes))]
+        self.jobs = thread_jobs(sizes, threads if self.parallel else 1)
         self.needs = {k for k in (w.kind for w in weights)}
 
 
