@@ -122,7 +122,7 @@ def test_serial_and_parallel_kernels_agree(nb):
                 np.testing.assert_allclose(u, v, rtol=1e-6, atol=1e-6, err_msg=name)
 
 
-@given(st.lists(st.tuples(st.integers(1, 3000), st.integers(1, 700)), min_size=1, max_size=3),
+@given(st.lists(st.tuples(st.integers(0, 3000), st.integers(1, 700)), min_size=1, max_size=3),
        st.integers(1, 4))
 def test_each_thread_gets_one_run_of_equal_bytes(sizes, threads):
     """The matvec jobs (weight, lo, hi): every row of every weight exactly once; `threads`
@@ -140,6 +140,17 @@ def test_each_thread_gets_one_run_of_equal_bytes(sizes, threads):
               for group in jobs.reshape(threads, -1, 3)]
     total, largest = sum(r * b for r, b in sizes), max(b for _, b in sizes)
     assert all(abs(share - total / threads) <= largest for share in shares)
+
+
+def test_a_weight_without_rows_gives_an_empty_product_as_the_reference(nb):
+    w = QuantizedWeight("q8_0", np.zeros((0, 34), np.uint8), (0, 32))
+    x = np.ones((3, 32), np.float32)
+    assert REF.linear(x, REF.prepare_weight(w)).shape == (3, 0)
+    assert nb.linear(x, nb.prepare_weight(w)).shape == (3, 0)
+    q, empty = nb.linear_many(x, [nb.prepare_weight(random_blocks("q8_0", 5, 1,
+                                                                  np.random.default_rng(0))),
+                                  nb.prepare_weight(w)])
+    assert q.shape == (3, 5) and empty.shape == (3, 0)
 
 
 def test_gemm_tiles_and_query_chunks_give_the_same_results(nb, monkeypatch):

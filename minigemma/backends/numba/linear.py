@@ -423,8 +423,8 @@ def thread_jobs(sizes, threads):
     q/k/v jobs split 960 against 576 rows of 680 bytes between two threads.
     """
     row_bytes = np.concatenate([np.full(rows, nbytes, np.float64) for rows, nbytes in sizes])
-    middles = np.cumsum(row_bytes) - row_bytes / 2  # [total rows]
-    cuts = np.searchsorted(middles, middles[-1] * np.arange(1, threads) / threads)
+    middles = np.cumsum(row_bytes) - row_bytes / 2  # [total rows]; a row joins the run of
+    cuts = np.searchsorted(middles, row_bytes.sum() * np.arange(1, threads) / threads)  # its middle
     bounds = np.concatenate([[0], cuts, [row_bytes.size]])  # run t: rows bounds[t]..bounds[t+1]
     starts = np.cumsum([0] + [rows for rows, _ in sizes])
     spans = list(enumerate(itertools.pairwise(starts)))  # (w, (first, end) of its rows)
