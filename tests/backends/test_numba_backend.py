@@ -1,5 +1,6 @@
 """What only the Numba backend promises: exact block decoding, one compilation per kernel,
 serial ≈ parallel, quantized weights kept quantized, and a clear reason when Numba is missing."""
+import itertools
 import subprocess
 import sys
 
@@ -84,10 +85,10 @@ def test_serial_and_parallel_kernels_agree(nb):
     pair = [w, nb.prepare_weight(random_blocks("q4_0", 6, 8, rng))]
     paired = L.MatvecPlan(pair, threads=2, paired=True)
     calls = {
-        "matvec": (L.matvec, lambda: (tuple(v.blocks for v in ws), plan.kinds, plan.jobs, x,
+        "matvec": (L.matvec, lambda: (tuple(v.blocks for v in ws), plan.kinds, *plan.work(), x,
                                       xs, tuple(np.empty((5, n), np.float32) for n in (6, 9, 4)))),
         "matvec_geglu": (L.matvec_geglu, lambda: (pair[0].blocks, pair[1].blocks, paired.kinds,
-                                                  paired.jobs, x, xs, False,
+                                                  *paired.work(), x, xs, False,
                                                   *(np.empty((5, 6), np.float32) for _ in "guo"))),
         "dequantize_rows": (Bk.dequantize_rows, lambda: (w.blocks, Bk.KIND_CODES["q4_k"],
                                                          np.arange(6), 1.5, Bk.F16_TO_F32,
@@ -124,22 +125,77 @@ def test_serial_and_parallel_kernels_agree(nb):
 
 @given(st.lists(st.tuples(st.integers(0, 3000), st.integers(1, 700)), min_size=1, max_size=3),
        st.integers(1, 4))
-def test_each_thread_gets_one_run_of_equal_bytes(sizes, threads):
-    """The matvec jobs (weight, lo, hi): every row of every weight exactly once; `threads`
-    groups of the same number of consecutive jobs (Numba's static schedule gives thread t
-    group t), each group's bytes within one row of an equal share."""
-    from minigemma.backends.numba.linear import thread_jobs
-    jobs = thread_jobs(sizes, threads)
-    assert jobs.shape[0] % threads == 0
+def test_each_thread_gets_one_run_of_equal_bytes_in_chunks(sizes, threads):
+    """The matvec chunks (weight, lo, hi): every row of every weight exactly once; `threads`
+    runs, each within one row of an equal share of the bytes; chunks of at most CHUNK_BYTES (or
+    two rows), of an even number of rows but the last of a run's part of a weight."""
+    from minigemma.backends.numba.linear import CHUNK_BYTES, thread_runs
+    chunks, starts = thread_runs(sizes, threads)
+    assert starts.shape == (threads + 1,) and starts[0] == 0 and starts[-1] == len(chunks)
+    assert (np.diff(starts) >= 0).all()
     for w, (rows, _) in enumerate(sizes):
         covered = np.zeros(rows, np.int64)
-        for _, lo, hi in jobs[jobs[:, 0] == w]:
+        for _, lo, hi in chunks[chunks[:, 0] == w]:
             covered[lo:hi] += 1
         assert (covered == 1).all()
-    shares = [sum((hi - lo) * sizes[w][1] for w, lo, hi in group)
-              for group in jobs.reshape(threads, -1, 3)]
+    run_of = np.searchsorted(starts, np.arange(len(chunks)), side="right") - 1
+    firsts = {(r, w, lo) for r, (w, lo, _) in zip(run_of, chunks)}
+    for r, (w, lo, hi) in zip(run_of, chunks):
+        assert 0 < hi - lo and ((hi - lo) % 2 == 0 or (r, w, hi) not in firsts)
+        assert (hi - lo) * sizes[w][1] <= max(CHUNK_BYTES, 2 * sizes[w][1])
+    shares = [sum((hi - lo) * sizes[w][1] for w, lo, hi in chunks[a:b])
+              for a, b in itertools.pairwise(starts)]
     total, largest = sum(r * b for r, b in sizes), max(b for _, b in sizes)
     assert all(abs(share - total / threads) <= largest for share in shares)
+
+
+def test_threads_claim_every_chunk_once():
+    """`work_sharing.claim` under contention: threads claiming from the same runs, own run
+    first, get every chunk index exactly once (each claim marks its index; a chunk claimed
+    twice, or never, would show as a count other than 1)."""
+    from numba import njit, prange
+
+    from minigemma.backends.numba.work_sharing import claim, fresh_counters
+
+    @njit(parallel=True)
+    def claim_all(starts, counters, seen):
+        T = starts.shape[0] - 1
+        for t in prange(T):
+            for k in range(T):
+                r = (t + k) % T
+                c = claim(counters, starts, r)
+                while c >= 0:
+                    seen[c] += 1
+                    c = claim(counters, starts, r)
+
+    starts = np.array([0, 5000, 5001, 5001, 12000], np.int64)  # runs of 5000, 1, 0, 6999
+    for _ in range(20):
+        seen = np.zeros(starts[-1], np.int64)  # each index written by its claimant only
+        claim_all(starts, fresh_counters(starts), seen)
+        assert (seen == 1).all()
+
+
+def test_one_thread_does_every_run_when_the_others_do_not_come(nb):
+    """The serial kernels run the loop over threads in one thread: thread 0 does its run,
+    then claims all of the others'; the product is the one-run plan's."""
+    from minigemma.backends.numba import linear as L
+    rng = np.random.default_rng(1)
+    ws = [nb.prepare_weight(random_blocks("q8_0", 1000, 8, rng)),  # 272 KB: a parallel plan
+          nb.prepare_weight(random_blocks("q4_k", 300, 1, rng))]
+    x = rng.standard_normal((3, 256)).astype(np.float32)
+    xs = np.empty((3, 8), np.float32)
+    L.block_sums(x, 32, xs)
+    plans = [L.MatvecPlan(ws, threads) for threads in (1, 4)]
+    assert [len(p.starts) - 1 for p in plans] == [1, 4]
+    outs = []
+    for plan in plans:
+        out = (np.empty((3, 1000), np.float32), np.empty((3, 300), np.float32),
+               np.empty((3, 0), np.float32))
+        L.matvec((ws[0].blocks, ws[1].blocks, L._EMPTY_BLOCKS), plan.kinds, *plan.work(), x, xs,
+                 out, parallel=False)
+        outs.append(out)
+    for u, v in zip(*outs):
+        np.testing.assert_array_equal(u, v)
 
 
 def test_a_weight_without_rows_gives_an_empty_product_as_the_reference(nb):

@@ -296,9 +296,9 @@ class NumbaBackend(Backend):
         kv = rng.standard_normal((1, 3, 2, 8)).astype(np.float32)
         pos = np.arange(3)[None]
         for parallel in (True, False):  # the kind code is a value: one signature serves all
-            lin.matvec((blocks,) + (lin._EMPTY_BLOCKS,) * pad, plan.kinds, plan.jobs, x,
+            lin.matvec((blocks,) + (lin._EMPTY_BLOCKS,) * pad, plan.kinds, *plan.work(), x,
                        np.empty((2, 0), np.float32), outs, parallel=parallel)
-            lin.matvec_geglu(blocks, blocks, plan.kinds[:2], plan.jobs, x,
+            lin.matvec_geglu(blocks, blocks, plan.kinds[:2], *plan.work(), x,
                              np.empty((2, 0), np.float32), False, *out4, parallel=parallel)
             b.dequantize_rows(blocks, 0, np.arange(2), 1.0, b.F16_TO_F32, b.LANES,
                               np.empty((2, 64), np.float32), parallel=parallel)

@@ -1,8 +1,9 @@
 """x @ Wᵀ in Numba for the block kinds the backend keeps (q8_0, q4_0, q4_k, i8_16).
 
     decode  (few rows of x): matvec — the output rows of one or several weights (q, k and v;
-            gate and up, with the GELU applied in the same jobs) cut into one run of about equal
-            bytes per thread, one parallel loop; each row of blocks is read from memory once.
+            gate and up, with the GELU applied in the same chunks) cut into one run of about
+            equal bytes per thread, one parallel loop; a thread done with its run claims what
+            is left of the others' (`work_sharing`); each row of blocks is read once.
             One row of x: the blocks are decoded inside the dot product, eight lanes at a time
             (`vectors`), one vector sum per weight row,
                 out[o] = Σ_b d_b · Σ_j q_bj · x[32b + j]      (q8_0; the other kinds alike)
@@ -67,6 +68,7 @@ from minigemma.backends.numba.blocks import (
 )
 from minigemma.backends.numba.elementwise import geglu_exact_span, geglu_span
 from minigemma.backends.numba.jit import FASTMATH, kernel
+from minigemma.backends.numba.work_sharing import claim, fresh_counters
 
 GEMM_MIN_ROWS = 32  # from this many rows of x on, decode weight tiles and call BLAS. Below it
 #                    the matvec is faster (gate_proj at 16 rows 1.2 against 1.9 ms, even at 32;
@@ -81,6 +83,8 @@ PREFETCH_BYTES = 2048  # how far ahead in the weights the dot products ask for c
 #                        8.8–10.6 with, 4096: 8.4–9.0; in a decode step's matrices neither
 #                        1024 nor 4096 measured better than the machine's noise)
 TILE_BYTES = 1 << 23  # float32 tile of decoded weight rows handed to the GEMM
+CHUNK_BYTES = 1 << 16  # weight bytes per claimed chunk of a matvec (head: 2.7k claims; 32 KB
+#                        and 64 KB measured alike, docs/benchmarks.md)
 
 
 @njit(inline="always", fastmath=FASTMATH)
@@ -368,31 +372,46 @@ def rows_any(blocks, kind, x, xsums, out, lo, hi):
 
 @kernel
 def matvec(loop):
-    def matvec(weights, kinds, jobs, x, xsums, outs):
-        """weights: a tuple of uint8 blocks [O_w, row_bytes_w], kinds [n_weights], jobs int64
-        [J, 3] = (weight, first row, end row), x [M, I], xsums [M, I/32] (q4_k) ->
-        outs[w] [M, O_w] = x @ W_wᵀ, each job's rows."""
-        for j in loop(jobs.shape[0]):  # each job writes its own rows of one output
-            w, lo, hi = jobs[j, 0], jobs[j, 1], jobs[j, 2]
-            rows_any(weights[w], kinds[w], x, xsums, outs[w], lo, hi)
+    def matvec(weights, kinds, chunks, starts, counters, x, xsums, outs):
+        """weights: a tuple of uint8 blocks [O_w, row_bytes_w], kinds [n_weights], chunks
+        int64 [C, 3] = (weight, first row, end row), starts [T + 1] (run r: chunks starts[r]
+        to starts[r + 1]), counters (`work_sharing.fresh_counters`), x [M, I], xsums [M, I/32]
+        (q4_k) -> outs[w] [M, O_w] = x @ W_wᵀ, each chunk's rows."""
+        T = starts.shape[0] - 1
+        for t in loop(T):  # thread t: its own run, then what is left of the others'
+            for k in range(T):
+                r = (t + k) % T
+                c = claim(counters, starts, r)
+                while c >= 0:
+                    w, lo, hi = chunks[c, 0], chunks[c, 1], chunks[c, 2]
+                    rows_any(weights[w], kinds[w], x, xsums, outs[w], lo, hi)
+                    c = claim(counters, starts, r)
     return matvec
 
 
 @kernel
 def matvec_geglu(loop):
-    def matvec_geglu(gate_w, up_w, kinds, jobs, x, xsums, exact, gate, up, out):
-        """gate_w, up_w uint8 blocks [F, row_bytes], kinds [2], jobs int64 [J, 3] (the rows of
-        job j: jobs[j, 1] to jobs[j, 2]), x [M, I] -> gate, up [M, F] (scratch) and
-        out [M, F] = geglu(x @ W_gateᵀ, x @ W_upᵀ): each job its rows of the three."""
-        for j in loop(jobs.shape[0]):
-            lo, hi = jobs[j, 1], jobs[j, 2]
-            rows_any(gate_w, kinds[0], x, xsums, gate, lo, hi)
-            rows_any(up_w, kinds[1], x, xsums, up, lo, hi)
-            for m in range(x.shape[0]):  # the GELU of this job's rows, while they are in cache
-                if exact:
-                    geglu_exact_span(gate[m], up[m], out[m], lo, hi)
-                else:
-                    geglu_span(gate[m], up[m], out[m], lo, hi)
+    def matvec_geglu(gate_w, up_w, kinds, chunks, starts, counters, x, xsums, exact, gate, up,
+                     out):
+        """gate_w, up_w uint8 blocks [F, row_bytes], kinds [2], chunks int64 [C, 3] (the rows
+        of chunk c: chunks[c, 1] to chunks[c, 2]), starts and counters as in matvec,
+        x [M, I] -> gate, up [M, F] (scratch) and out [M, F] = geglu(x @ W_gateᵀ, x @ W_upᵀ):
+        each chunk its rows of the three."""
+        T = starts.shape[0] - 1
+        for t in loop(T):
+            for k in range(T):
+                r = (t + k) % T
+                c = claim(counters, starts, r)
+                while c >= 0:
+                    lo, hi = chunks[c, 1], chunks[c, 2]
+                    rows_any(gate_w, kinds[0], x, xsums, gate, lo, hi)
+                    rows_any(up_w, kinds[1], x, xsums, up, lo, hi)
+                    for m in range(x.shape[0]):  # the GELU of these rows, while in cache
+                        if exact:
+                            geglu_exact_span(gate[m], up[m], out[m], lo, hi)
+                        else:
+                            geglu_span(gate[m], up[m], out[m], lo, hi)
+                    c = claim(counters, starts, r)
     return matvec_geglu
 
 
@@ -412,35 +431,37 @@ _EMPTY_BLOCKS.flags.writeable = False  # the same Numba type as the weights' rea
 _EMPTY_OUT = np.zeros((0, 0), np.float32)
 
 
-def thread_jobs(sizes, threads):
-    """sizes [(rows, row_bytes)] of the weights in order -> int64 [threads · J, 3] jobs (weight,
-    first row, end row): the weights' rows, one after the other, cut into `threads` runs of
-    about equal bytes, J consecutive jobs each (a run's part of each weight it crosses; runs
-    with fewer parts are padded with empty jobs).
+def thread_runs(sizes, threads):
+    """sizes [(rows, row_bytes)] of the weights in order -> (chunks int64 [C, 3] of (weight,
+    first row, end row), starts int64 [threads + 1]): the weights' rows, one after the other,
+    cut into `threads` runs of about equal bytes, run t being chunks starts[t]..starts[t + 1];
+    each run's part of a weight is cut into chunks of about CHUNK_BYTES (an even number of
+    rows, for the loop over pairs of weight rows).
 
-    Numba's parallel loop hands thread t the t-th of `threads` equal runs of consecutive
-    iterations (static scheduling), so thread t does exactly run t. Cut per weight instead, the
-    q/k/v jobs split 960 against 576 rows of 680 bytes between two threads.
+    Thread t works through run t first: with no thread late, each does exactly its run. Cut per
+    weight instead of per call, the q/k/v rows split 960 against 576 rows of 680 bytes.
     """
     row_bytes = np.concatenate([np.full(rows, nbytes, np.float64) for rows, nbytes in sizes])
     middles = np.cumsum(row_bytes) - row_bytes / 2  # [total rows]; a row joins the run of
     cuts = np.searchsorted(middles, row_bytes.sum() * np.arange(1, threads) / threads)  # its middle
     bounds = np.concatenate([[0], cuts, [row_bytes.size]])  # run t: rows bounds[t]..bounds[t+1]
-    starts = np.cumsum([0] + [rows for rows, _ in sizes])
-    spans = list(enumerate(itertools.pairwise(starts)))  # (w, (first, end) of its rows)
-    runs = [[(w, max(lo, a) - a, min(hi, b) - a) for w, (a, b) in spans if max(lo, a) < min(hi, b)]
-            for lo, hi in itertools.pairwise(bounds)]
-    width = max(len(run) for run in runs)
-    return np.array([job for run in runs for job in run + [(0, 0, 0)] * (width - len(run))],
-                    np.int64).reshape(-1, 3)
+    firsts = np.cumsum([0] + [rows for rows, _ in sizes])
+    chunks, starts = [], [0]
+    for lo, hi in itertools.pairwise(bounds):
+        for w, (a, b) in enumerate(itertools.pairwise(firsts)):  # this run's rows of weight w
+            first, end = max(lo, a) - a, min(hi, b) - a
+            step = max(2, CHUNK_BYTES // sizes[w][1] // 2 * 2)
+            chunks += [(w, r, min(end, r + step)) for r in range(first, end, step)]
+        starts.append(len(chunks))
+    return np.array(chunks, np.int64).reshape(-1, 3), np.array(starts, np.int64)
 
 
 class MatvecPlan:
-    """How one matvec call over `weights` is cut into jobs (computed once per weight tuple):
-    one run of rows per thread (`thread_jobs`), or, serially, each weight whole.
+    """How one matvec call over `weights` is cut into chunks (computed once per weight tuple):
+    one run of rows per thread (`thread_runs`), or, serially, one run.
 
-    paired: the weights have the same rows and a job takes the same rows of each (the fused
-    GeGLU); otherwise each job takes rows of one weight.
+    paired: the weights have the same rows and a chunk takes the same rows of each (the fused
+    GeGLU); otherwise each chunk takes rows of one weight.
     """
 
     def __init__(self, weights, threads, paired=False):
@@ -452,8 +473,12 @@ class MatvecPlan:
         sizes = [w.blocks.shape for w in weights]
         if paired:
             sizes = [(sizes[0][0], sum(row_bytes for _, row_bytes in sizes))]
-        self.jobs = thread_jobs(sizes, threads if self.parallel else 1)
+        self.chunks, self.starts = thread_runs(sizes, threads if self.parallel else 1)
         self.needs = {k for k in (w.kind for w in weights)}
+
+    def work(self):
+        """(chunks, starts, counters) for one call: the counters are fresh each time."""
+        return self.chunks, self.starts, fresh_counters(self.starts)
 
 
 _plans = {}
@@ -487,21 +512,20 @@ def matvec_many(x, weights, threads):
     plan = plan_for(weights, threads)
     outs = tuple(np.empty((x.shape[0], w.shape[0]), np.float32) for w in weights)
     pad = MAX_WEIGHTS - len(weights)
-    matvec(tuple(w.blocks for w in weights) + (_EMPTY_BLOCKS,) * pad, plan.kinds, plan.jobs, x,
-           _block_sums(x, plan), outs + (_EMPTY_OUT,) * pad,
-           parallel=plan.parallel)
+    matvec(tuple(w.blocks for w in weights) + (_EMPTY_BLOCKS,) * pad, plan.kinds, *plan.work(),
+           x, _block_sums(x, plan), outs + (_EMPTY_OUT,) * pad, parallel=plan.parallel)
     return outs
 
 
 def matvec_geglu_blocks(x, w_gate, w_up, exact, threads):
     """x float32 [M, I] (contiguous), w_gate, w_up QuantizedWeights [F, I] -> float32 [M, F]
-    = geglu(x @ W_gateᵀ, x @ W_upᵀ), in one kernel call: the GELU runs in the matvec's jobs,
+    = geglu(x @ W_gateᵀ, x @ W_upᵀ), in one kernel call: the GELU runs in the matvec's chunks,
     on rows still in cache, instead of in a second parallel loop."""
     plan = plan_for((w_gate, w_up), threads, paired=True)
     M, F = x.shape[0], w_gate.shape[0]
     gate, up, out = (np.empty((M, F), np.float32) for _ in range(3))
-    matvec_geglu(w_gate.blocks, w_up.blocks, plan.kinds[:2], plan.jobs, x, _block_sums(x, plan),
-                 bool(exact), gate, up, out, parallel=plan.parallel)
+    matvec_geglu(w_gate.blocks, w_up.blocks, plan.kinds[:2], *plan.work(), x,
+                 _block_sums(x, plan), bool(exact), gate, up, out, parallel=plan.parallel)
     return out
 
 
