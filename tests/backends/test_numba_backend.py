@@ -159,14 +159,11 @@ def test_threads_claim_every_chunk_once():
 
     @njit(parallel=True)
     def claim_all(starts, counters, seen):
-        T = starts.shape[0] - 1
-        for t in prange(T):
-            for k in range(T):
-                r = (t + k) % T
-                c = claim(counters, starts, r)
-                while c >= 0:
-                    seen[c] += 1
-                    c = claim(counters, starts, r)
+        for t in prange(starts.shape[0] - 1):
+            c = claim(counters, starts, t)
+            while c >= 0:
+                seen[c] += 1
+                c = claim(counters, starts, t)
 
     starts = np.array([0, 5000, 5001, 5001, 12000], np.int64)  # runs of 5000, 1, 0, 6999
     for _ in range(20):

@@ -377,15 +377,12 @@ def matvec(loop):
         int64 [C, 3] = (weight, first row, end row), starts [T + 1] (run r: chunks starts[r]
         to starts[r + 1]), counters (`work_sharing.fresh_counters`), x [M, I], xsums [M, I/32]
         (q4_k) -> outs[w] [M, O_w] = x @ W_wᵀ, each chunk's rows."""
-        T = starts.shape[0] - 1
-        for t in loop(T):  # thread t: its own run, then what is left of the others'
-            for k in range(T):
-                r = (t + k) % T
-                c = claim(counters, starts, r)
-                while c >= 0:
-                    w, lo, hi = chunks[c, 0], chunks[c, 1], chunks[c, 2]
-                    rows_any(weights[w], kinds[w], x, xsums, outs[w], lo, hi)
-                    c = claim(counters, starts, r)
+        for t in loop(starts.shape[0] - 1):  # thread t: its own run, then the others' rest
+            c = claim(counters, starts, t)
+            while c >= 0:
+                w, lo, hi = chunks[c, 0], chunks[c, 1], chunks[c, 2]
+                rows_any(weights[w], kinds[w], x, xsums, outs[w], lo, hi)
+                c = claim(counters, starts, t)
     return matvec
 
 
@@ -397,21 +394,18 @@ def matvec_geglu(loop):
         of chunk c: chunks[c, 1] to chunks[c, 2]), starts and counters as in matvec,
         x [M, I] -> gate, up [M, F] (scratch) and out [M, F] = geglu(x @ W_gateᵀ, x @ W_upᵀ):
         each chunk its rows of the three."""
-        T = starts.shape[0] - 1
-        for t in loop(T):
-            for k in range(T):
-                r = (t + k) % T
-                c = claim(counters, starts, r)
-                while c >= 0:
-                    lo, hi = chunks[c, 1], chunks[c, 2]
-                    rows_any(gate_w, kinds[0], x, xsums, gate, lo, hi)
-                    rows_any(up_w, kinds[1], x, xsums, up, lo, hi)
-                    for m in range(x.shape[0]):  # the GELU of these rows, while in cache
-                        if exact:
-                            geglu_exact_span(gate[m], up[m], out[m], lo, hi)
-                        else:
-                            geglu_span(gate[m], up[m], out[m], lo, hi)
-                    c = claim(counters, starts, r)
+        for t in loop(starts.shape[0] - 1):
+            c = claim(counters, starts, t)
+            while c >= 0:
+                lo, hi = chunks[c, 1], chunks[c, 2]
+                rows_any(gate_w, kinds[0], x, xsums, gate, lo, hi)
+                rows_any(up_w, kinds[1], x, xsums, up, lo, hi)
+                for m in range(x.shape[0]):  # the GELU of these rows, while in cache
+                    if exact:
+                        geglu_exact_span(gate[m], up[m], out[m], lo, hi)
+                    else:
+                        geglu_span(gate[m], up[m], out[m], lo, hi)
+                c = claim(counters, starts, t)
     return matvec_geglu
 
 

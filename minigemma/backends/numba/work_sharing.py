@@ -7,7 +7,8 @@ waiting thread may itself fall asleep at the loop's end and need waking. Instead
 one iteration per thread and each run of the work is a list of chunks with a counter:
 
     thread t: claim chunks of run t until it is done, then of runs t+1, t+2, … (mod T)
-    claim(run r): c ← counters[r], counters[r] ← c + 1 (one atomic step); c < end of r, or done
+    from run r: c ← counters[r], counters[r] ← c + 1 (one atomic step); chunk c if c < end
+    of r, else the next run is tried (`claim`)
 
 so no chunk is done twice or left out, whichever thread reaches it and whatever the schedule
 (a serial loop does every run itself), and the threads finish within about one chunk of each
@@ -40,11 +41,17 @@ def fetch_add(typingctx, counters, i):
 
 
 @njit(inline="always")
-def claim(counters, starts, r):
-    """The index of the next unclaimed chunk of run r (chunks starts[r]..starts[r + 1]), or -1
-    when every chunk of r has been claimed."""
-    c = fetch_add(counters, LINE * r)
-    return c if c < starts[r + 1] else -1
+def claim(counters, starts, t):
+    """The index of thread t's next chunk: an unclaimed one of its own run t (chunks
+    starts[t]..starts[t + 1]) while any is left, then of runs t + 1, t + 2, … (mod T); -1 when
+    every chunk has been claimed. A run's counter may pass its end; only claims below it count."""
+    T = starts.shape[0] - 1
+    for k in range(T):
+        r = (t + k) % T
+        c = fetch_add(counters, LINE * r)
+        if c < starts[r + 1]:
+            return c
+    return -1
 
 
 def fresh_counters(starts):
